@@ -18,6 +18,12 @@ from fer_study.vggface import (
     vggface_weights_path,
 )
 
+
+def to_np(x: object) -> np.ndarray:
+    """numpy value of a tensor or variable (Variable.numpy avoids numpy-2 __array__ warnings)."""
+    return x.numpy() if isinstance(x, keras.Variable) else keras.ops.convert_to_numpy(x)
+
+
 SIZE = 64  # conv params do not depend on input size; 64x64 keeps CPU time small
 
 # Published sizes of the no-top models, derived independently of our code:
@@ -78,7 +84,7 @@ def write_keras2_h5(
         name = layer.name.replace("__", "/")
         if name in drop:
             continue
-        arrays = overrides.get(name, [np.asarray(v) for v in layer.weights])
+        arrays = overrides.get(name, [to_np(v) for v in layer.weights])
         weights = [(f"{name}/{v.name}:0", a) for v, a in zip(layer.weights, arrays, strict=True)]
         entries.append((name, weights))
     entries += list((extra or {}).items())
@@ -129,15 +135,15 @@ def test_h5_round_trip(models: dict[str, keras.Model], arch: str, tmp_path: Path
     load_vggface_weights(fresh, path)
     for a, b in zip(source.weights, fresh.weights, strict=True):
         assert a.path == b.path
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(to_np(a), to_np(b))
     x = np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype("float32")
-    x = np.asarray(vggface_preprocess(x, arch))
+    x = to_np(vggface_preprocess(x, arch))
     np.testing.assert_allclose(source.predict(x, verbose=0), fresh.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
     # the same file through build_vggface_backbone(weights=path)
     again = build_vggface_backbone(arch, (SIZE, SIZE, 3), weights=path)
-    np.testing.assert_array_equal(np.asarray(again.weights[-1]), np.asarray(source.weights[-1]))
+    np.testing.assert_array_equal(to_np(again.weights[-1]), to_np(source.weights[-1]))
 
 
 def test_wrong_shape_names_layer_and_both_shapes(
@@ -147,13 +153,13 @@ def test_wrong_shape_names_layer_and_both_shapes(
     path = tmp_path / "bad.h5"
     bad_kernel = np.zeros((7, 7, 3, 32), "float32")
     write_keras2_h5(path, model, overrides={"conv1/7x7_s2": [bad_kernel]})
-    before = np.asarray(model.get_layer("conv2_1_3x3").kernel).copy()
+    before = to_np(model.get_layer("conv2_1_3x3").kernel).copy()
     with pytest.raises(ValueError) as err:
         load_vggface_weights(model, path)
     msg = str(err.value)
     assert "conv1/7x7_s2" in msg and "(7, 7, 3, 32)" in msg and "(7, 7, 3, 64)" in msg
     # nothing half-loaded
-    np.testing.assert_array_equal(before, np.asarray(model.get_layer("conv2_1_3x3").kernel))
+    np.testing.assert_array_equal(before, to_np(model.get_layer("conv2_1_3x3").kernel))
 
 
 def test_missing_model_layer_in_file_is_an_error(
@@ -234,11 +240,11 @@ def _reference_preprocess(x: np.ndarray, version: int) -> np.ndarray:
 def test_preprocess_matches_keras_vggface(version: int, arch: str) -> None:
     x = np.random.default_rng(1).uniform(0, 255, (2, 5, 4, 3)).astype("float32")
     expected = _reference_preprocess(x, version)
-    np.testing.assert_allclose(np.asarray(vggface_preprocess(x, version)), expected, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(vggface_preprocess(x, arch)), expected, atol=1e-4)
+    np.testing.assert_allclose(to_np(vggface_preprocess(x, version)), expected, atol=1e-4)
+    np.testing.assert_allclose(to_np(vggface_preprocess(x, arch)), expected, atol=1e-4)
     # a pure-red pixel becomes BGR (0 - B mean, 0 - G mean, 255 - R mean)
     red = np.array([[[[255.0, 0.0, 0.0]]]], "float32")
-    out = np.asarray(vggface_preprocess(red, version))[0, 0, 0]
+    out = to_np(vggface_preprocess(red, version))[0, 0, 0]
     assert out[2] > 0 > out[0]
 
 

