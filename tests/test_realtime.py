@@ -1,0 +1,387 @@
+"""Real-time pipeline: detectors, preprocessing, tracking, overlay, and the CLI commands."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import urllib.error
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fer_study import realtime  # noqa: E402
+from fer_study.export import export_tflite  # noqa: E402
+from fer_study.labels import EMOTIONS, NUM_CLASSES  # noqa: E402
+from fer_study.realtime import (  # noqa: E402
+    Box,
+    FaceResult,
+    FaceTracker,
+    HaarDetector,
+    KerasClassifier,
+    Pipeline,
+    RealtimeError,
+    crop_faces,
+    draw_faces,
+    main,
+)
+
+
+def tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(keras model, .keras path, float32 .tflite path) of the project's model contract."""
+    d = tmp_path_factory.mktemp("models")
+    model = tiny_model()
+    keras_path = d / "tiny.keras"
+    model.save(keras_path)
+    report = export_tflite(model, d, variants=("float32",), name="tiny")
+    return model, keras_path, Path(report["variants"]["float32"]["path"])
+
+
+@pytest.fixture(scope="module")
+def head() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[15:255, 110:330, ::-1])  # BGR, face ~95 px
+
+
+def compose(head: np.ndarray, positions, scale: float = 1.25, size=(640, 480)) -> np.ndarray:
+    """A BGR frame with copies of the astronaut's head at the given top-left positions."""
+    frame = np.full((size[1], size[0], 3), 70, np.uint8)
+    frame[:, :, 1] = np.linspace(40, 160, size[0], dtype=np.uint8)[None, :]  # some texture
+    h = cv2.resize(head, None, fx=scale, fy=scale)
+    for x, y in positions:
+        hh, ww = min(h.shape[0], size[1] - y), min(h.shape[1], size[0] - x)
+        frame[y : y + hh, x : x + ww] = h[:hh, :ww]
+    return frame
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_box_iou():
+    a = Box(0, 0, 10, 10)
+    assert a.iou(a) == 1.0
+    assert a.iou(Box(20, 20, 5, 5)) == 0.0
+    assert a.iou(Box(5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+def test_crop_faces_square_margin_and_borders():
+    gray = np.zeros((100, 200), np.uint8)
+    gray[20:60, 50:90] = 200  # a bright 40x40 "face"
+    crops = crop_faces(gray, [Box(50, 20, 40, 40)], size=48, margin=0.0)
+    assert crops.shape == (1, 48, 48, 1) and crops.dtype == np.float32
+    assert crops.min() == 200  # exactly the face region
+    with_margin = crop_faces(gray, [Box(50, 20, 40, 40)], size=48, margin=0.25)
+    assert with_margin[0, 0, 0, 0] == 0 and with_margin[0, 24, 24, 0] == 200
+    # A box hanging over the frame corner is padded by replication, never clipped away.
+    corner = crop_faces(gray, [Box(-10, -10, 30, 30), Box(190, 95, 20, 20)], size=48)
+    assert corner.shape == (2, 48, 48, 1) and np.isfinite(corner).all()
+    assert crop_faces(gray, [], size=48).shape == (0, 48, 48, 1)
+
+
+def test_tracker_keeps_ids_and_smooths():
+    tr = FaceTracker(alpha=0.5, max_missed=1)
+    p1 = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 3]]
+    p2 = np.eye(NUM_CLASSES, dtype=np.float32)[[6, 3]]
+    t = tr.update([Box(0, 0, 50, 50), Box(200, 0, 50, 50)], p1)
+    ids = [x.id for x in t]
+    assert ids[0] != ids[1]
+    # Same faces, moved a little and listed in the other order.
+    t = tr.update([Box(204, 2, 50, 50), Box(3, 1, 50, 50)], p2[::-1])
+    assert [x.id for x in t] == ids[::-1]
+    np.testing.assert_allclose(t[1].probs, 0.5 * p1[0] + 0.5 * p2[0])
+    t = tr.update([Box(400, 300, 50, 50)], p1[:1])  # a new face; the old ones are missed
+    assert t[0].id not in ids
+    tr.update([], np.zeros((0, NUM_CLASSES)))
+    assert len(tr.tracks) == 1  # old ones dropped after max_missed; new one kept one frame
+
+
+def test_haar_finds_one_and_three_faces(head):
+    det = HaarDetector()
+    assert det.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+    one = det.detect(compose(head, [(200, 80)]))
+    assert len(one) == 1
+    b = one[0]
+    # The astronaut's face is ~95 px at scale 1 -> ~120 px here, near (200+55, 80+50).
+    assert 90 < b.w < 170 and 220 < b.x + b.w / 2 < 360 and 110 < b.y + b.h / 2 < 250
+    three = det.detect(compose(head, [(4, 60), (216, 110), (428, 60)], scale=1.2))
+    assert len(three) == 3
+    assert sorted(int(b.x) // 200 for b in three) == [0, 1, 2]
+
+
+def test_draw_faces_marks_the_frame():
+    frame = np.zeros((200, 300, 3), np.uint8)
+    probs = np.full(NUM_CLASSES, 0.05, np.float32)
+    probs[3] = 0.7
+    draw_faces(frame, [FaceResult(Box(50, 50, 80, 80), probs, probs)])
+    assert frame[50, 50:130].any() and frame[130, 50:130].any()  # box edges
+    assert frame[50:130, 140:230].any()  # probability bars to the right
+    assert not frame[150:, :40].any()  # nothing drawn far away
+
+
+def test_pipeline_times_each_stage(models, head):
+    clf = realtime.load_classifier(models[2])
+    pipe = Pipeline(HaarDetector(), clf)
+    for dx in range(0, 12, 3):
+        faces = pipe.process(compose(head, [(200 + dx, 80)]))
+        assert len(faces) == 1 and faces[0].track_id == 0  # one track throughout
+        np.testing.assert_allclose(faces[0].probs.sum(), 1.0, atol=1e-5)
+    assert all(len(pipe.timings[s]) == 4 for s in (*realtime.STAGES, "total"))
+    summary = pipe.timing_summary()
+    assert summary["frames"] == 4 and summary["fps"] > 0
+    assert summary["total_ms"] >= summary["detect_ms"] > 0
+    pipe.reset_timings()
+    assert pipe.timing_summary()["frames"] == 0
+
+
+def test_keras_classifier_matches_model(models):
+    model, keras_path, tflite_path = models
+    clf = KerasClassifier(keras_path)
+    assert clf.input_size == 48
+    x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)
+    got = clf.predict(x)  # padded to a batch of 4 internally
+    assert got.shape == (3, NUM_CLASSES)
+    np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(realtime.load_classifier(tflite_path).predict(x), got, atol=1e-4)
+    assert clf.predict(x[:0]).shape == (0, NUM_CLASSES)
+
+
+def test_load_classifier_errors(tmp_path, monkeypatch):
+    with pytest.raises(RealtimeError, match="not found"):
+        realtime.load_classifier(tmp_path / "missing.tflite")
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(RealtimeError, match="unsupported"):
+        realtime.load_classifier(other)
+    monkeypatch.setattr(realtime, "DEFAULT_TFLITE_MODEL", tmp_path / "default_model.tflite")
+    monkeypatch.setattr(realtime, "DEFAULT_KERAS_MODEL", tmp_path / "default_model.keras")
+    with pytest.raises(RealtimeError, match="default model is missing.*--model"):
+        realtime.load_classifier(None)
+
+
+# --------------------------------------------------------------------------- YuNet
+
+
+def test_yunet_explicit_paths_must_exist(tmp_path, monkeypatch):
+    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
+    with pytest.raises(RealtimeError, match="not found"):
+        realtime.resolve_yunet_model(tmp_path / "none.onnx")
+    monkeypatch.setenv(realtime.YUNET_ENV, str(tmp_path / "env.onnx"))
+    with pytest.raises(RealtimeError, match="FER_STUDY_YUNET"):
+        realtime.resolve_yunet_model()
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    monkeypatch.setenv(realtime.YUNET_ENV, str(garbage))
+    assert realtime.resolve_yunet_model() == garbage
+    with pytest.raises(RealtimeError, match="cannot load YuNet"):
+        realtime.YuNetDetector()
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("network is unreachable")
+
+
+class _FakeResponse:
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self) -> bytes:
+        return self.payload
+
+
+def test_yunet_download_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
+    monkeypatch.setattr(realtime.urllib.request, "urlopen", _no_network)
+    dest = tmp_path / "cache" / realtime.YUNET_FILENAME
+    with pytest.raises(RealtimeError) as err:
+        realtime.resolve_yunet_model(cache_path=dest)
+    msg = str(err.value)
+    assert str(dest) in msg and realtime.YUNET_SHA256 in msg and "offline" in msg
+    with pytest.raises(RealtimeError, match="not found"):
+        realtime.resolve_yunet_model(cache_path=dest, download=False)
+
+
+def test_yunet_download_checks_sha256(tmp_path, monkeypatch):
+    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
+    dest = tmp_path / "cache" / realtime.YUNET_FILENAME
+    monkeypatch.setattr(realtime.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(b"bad"))
+    with pytest.raises(RealtimeError, match="sha256"):
+        realtime.resolve_yunet_model(cache_path=dest)
+    assert not dest.exists() and not list(tmp_path.rglob("*.part"))
+    # With a matching checksum the file is stored once and then used from the cache.
+    payload = b"pretend onnx"
+    monkeypatch.setattr(realtime, "YUNET_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(realtime.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
+    assert realtime.resolve_yunet_model(cache_path=dest) == dest
+    assert dest.read_bytes() == payload
+    monkeypatch.setattr(realtime.urllib.request, "urlopen", _no_network)
+    assert realtime.resolve_yunet_model(cache_path=dest) == dest
+    dest.write_bytes(b"tampered")
+    with pytest.raises(RealtimeError, match="expected"):
+        realtime.resolve_yunet_model(cache_path=dest)
+
+
+def test_yunet_default_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert realtime.yunet_cache_path() == tmp_path / "fer_study" / realtime.YUNET_FILENAME
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = tmp_path / ".cache" / "fer_study" / realtime.YUNET_FILENAME
+    assert realtime.yunet_cache_path() == expected
+    with pytest.raises(RealtimeError, match="unknown detector"):
+        realtime.make_detector("mtcnn")
+
+
+# --------------------------------------------------------------------------- CLI: video
+
+
+@pytest.fixture(scope="module")
+def test_video(tmp_path_factory, head) -> Path:
+    """20 frames of 640x480 with the astronaut's face drifting a few pixels per frame."""
+    path = tmp_path_factory.mktemp("video") / "in.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    assert writer.isOpened()
+    for t in range(20):
+        writer.write(compose(head, [(180 + 3 * t, 70 + (t % 4))]))
+    writer.release()
+    return path
+
+
+def test_video_command_writes_annotated_video_and_csv(models, test_video, tmp_path):
+    out, table = tmp_path / "out.mp4", tmp_path / "faces.csv"
+    rc = main(["video", str(test_video), "--output", str(out), "--csv", str(table),
+               "--model", str(models[2])])  # fmt: skip
+    assert rc == 0
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 20
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(realtime.CSV_HEADER)
+    assert {f"prob_{e}" for e in EMOTIONS} <= set(rows[0])
+    frames = [int(r["frame"]) for r in rows]
+    assert len(set(frames)) >= 16  # a face in most frames
+    assert len({(r["frame"], r["face"]) for r in rows}) == len(rows)  # one row per face
+    assert all(0 <= f < 20 for f in frames)
+    for r in rows:
+        probs = [float(r[f"prob_{e}"]) for e in EMOTIONS]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert r["label"] == EMOTIONS[int(np.argmax(probs))]
+        assert r["smoothed_label"] in EMOTIONS
+    assert len({r["track_id"] for r in rows}) == 1  # the drifting face stays one track
+
+
+def test_video_errors_exit_2(models, tmp_path, capsys):
+    rc = main(["video", str(tmp_path / "missing.mp4"), "--csv", str(tmp_path / "a.csv")])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(4096))
+    rc = main(["video", str(junk), "--csv", str(tmp_path / "a.csv"), "--model", str(models[2])])
+    assert rc == 2 and "cannot decode video" in capsys.readouterr().err
+    rc = main(["video", str(junk)])
+    assert rc == 2 and "--output" in capsys.readouterr().err
+    rc = main(["video", str(junk), "--csv", "x.csv", "--model", str(tmp_path / "no.tflite")])
+    assert rc == 2 and "model file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- CLI: predict
+
+
+@pytest.fixture
+def image_dir(tmp_path, head) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    cv2.imwrite(str(d / "face.jpg"), compose(head, [(200, 80)]))
+    smooth = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    cv2.imwrite(str(d / "noface.png"), smooth)
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" + os.urandom(64))
+    (d / "notes.txt").write_text("not an image; ignored by extension")
+    return d
+
+
+def test_predict_folder_reports_every_image(models, image_dir, tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(image_dir), "--model", str(models[2]), "--output", str(out)]) == 0
+    records = {Path(r["file"]).name: r for r in json.loads(out.read_text())}
+    assert set(records) == {"face.jpg", "noface.png", "corrupt.jpg"}
+    assert records["face.jpg"]["status"] == "ok" and len(records["face.jpg"]["faces"]) == 1
+    face = records["face.jpg"]["faces"][0]
+    assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert face["label"] in EMOTIONS and len(face["box"]) == 4
+    assert records["noface.png"]["status"] == "no_face" and records["noface.png"]["faces"] == []
+    assert records["corrupt.jpg"]["status"] == "unreadable" and records["corrupt.jpg"]["error"]
+    assert "1 with faces, 1 without, 1 unreadable" in capsys.readouterr().err
+
+
+def test_predict_csv_to_stdout(models, image_dir, capsys):
+    assert main(["predict", str(image_dir), "--format", "csv", "--model", str(models[2])]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [r["status"] for r in rows] == ["unreadable", "ok", "no_face"]  # sorted by name
+    ok = rows[1]
+    assert sum(float(ok[f"prob_{e}"]) for e in EMOTIONS) == pytest.approx(1.0, abs=1e-4)
+    assert rows[0]["error"] and rows[2]["prob_Happy"] == ""
+
+
+def test_predict_whole_image_and_errors(models, tmp_path, capsys):
+    img = tmp_path / "fer.png"
+    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
+    assert main(["predict", str(img), "--whole-image", "--model", str(models[2])]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["status"] == "ok" and record["faces"][0]["box"] == [0, 0, 48, 48]
+    assert main(["predict", str(tmp_path / "nothing_here")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- CLI: webcam
+
+
+def test_gui_detection_reads_the_build_information(monkeypatch):
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:   NONE\n")
+    assert not realtime.gui_available()
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:   GTK3\n    GTK+: YES\n")
+    assert realtime.gui_available()
+
+
+def test_webcam_without_gui_suggests_opencv_python(monkeypatch, capsys):
+    monkeypatch.setattr(realtime, "gui_available", lambda: False)
+    assert main(["webcam"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install" in err and "opencv-python" in err and "video" in err
+
+
+def test_webcam_missing_camera(monkeypatch, models, capsys):
+    with pytest.raises(RealtimeError, match="cannot open camera 99"):
+        realtime.open_camera(99)
+    monkeypatch.setattr(realtime, "gui_available", lambda: True)
+    assert main(["webcam", "--camera", "99", "--model", str(models[2])]) == 2
+    assert "cannot open camera 99" in capsys.readouterr().err
