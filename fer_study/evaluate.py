@@ -1,0 +1,126 @@
+"""Metrics for a trained model: accuracy, top-2, F1s, per-class scores, confusion matrices,
+calibration (ECE, temperature scaling), with optional flip / ten-crop test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+from fer_study.augment import center_crop, ten_crops
+from fer_study.labels import EMOTIONS, NUM_CLASSES
+
+TTA_MODES = ("none", "flip", "tencrop")
+
+
+def model_input_size(model) -> int:
+    return int(model.input_shape[1])
+
+
+def predict_probs(model, images: np.ndarray, tta: str = "none",
+                  batch_size: int = 256) -> np.ndarray:
+    """Class probabilities for uint8 (N, H, W) images under the model-input contract.
+
+    tta: 'none' (centre crop when the model input is smaller than the image), 'flip'
+    (average with the mirror image) or 'tencrop' (corners + centre, and their mirrors).
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W) grayscale, got shape {images.shape}")
+    s = model_input_size(model)
+    if tta == "tencrop":
+        views = ten_crops(images, s) if s < images.shape[1] else [images, images[:, :, ::-1]]
+    else:
+        base = center_crop(images, s) if s < images.shape[1] else images
+        views = [base, base[:, :, ::-1]] if tta == "flip" else [base]
+    probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
+    for v in views:
+        x = np.ascontiguousarray(v, dtype=np.float32)[..., None]
+        probs += model.predict(x, batch_size=batch_size, verbose=0)
+    return (probs / len(views)).astype(np.float32)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (Guo et al. 2017)."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:
+    """Per-bin confidence, accuracy and count, for a reliability diagram."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    out = {"edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
+    for b in range(bins):
+        m = idx == b
+        out["count"].append(int(m.sum()))
+        out["confidence"].append(float(conf[m].mean()) if m.any() else None)
+        out["accuracy"].append(float(correct[m].mean()) if m.any() else None)
+    return out
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising NLL of softmax(log p / T) on a selection split."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+
+    def nll(t: float) -> float:
+        z = logp / t
+        z = z - z.max(axis=1, keepdims=True)
+        logsm = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logsm[np.arange(len(labels)), labels].mean())
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+def apply_temperature(probs: np.ndarray, t: float) -> np.ndarray:
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / t
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def metrics_from_probs(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """All headline and per-class metrics, JSON-ready."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(probs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need equal, non-zero numbers of predictions ({len(probs)}) and "
+                         f"labels ({len(labels)})")
+    pred = probs.argmax(axis=1)
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    cls = list(range(NUM_CLASSES))
+    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=cls, zero_division=0)
+    cm = confusion_matrix(labels, pred, labels=cls)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm_norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((pred == labels).mean()),
+        "top2_accuracy": float((top2 == labels[:, None]).any(axis=1).mean()),
+        "macro_f1": float(f1_score(labels, pred, labels=cls, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, pred, labels=cls, average="weighted",
+                                      zero_division=0)),
+        "ece": expected_calibration_error(probs, labels),
+        "nll": nll,
+        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]),
+                             "f1": float(f[i]), "support": int(s[i])}
+                      for i, name in enumerate(EMOTIONS)},
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalised": np.round(cm_norm, 4).tolist(),
+    }
+
+
+def evaluate_model(model, images: np.ndarray, labels: np.ndarray, tta: str = "none") -> dict:
+    probs = predict_probs(model, images, tta=tta)
+    return {**metrics_from_probs(probs, labels), "tta": tta}

@@ -1,0 +1,90 @@
+"""Where a result came from: code version, environment and machine, for every results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fer_study
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> dict:
+    """The repo's HEAD commit and whether the working tree had uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=REPO_ROOT, capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+        return {"commit": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict:
+    import keras
+
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "keras_backend": keras.backend.backend()}
+
+
+def environment() -> dict:
+    import keras
+
+    versions = {"python": platform.python_version(), "fer_study": fer_study.__version__,
+                "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        from importlib.metadata import version
+
+        for pkg in ("tensorflow-cpu", "tensorflow", "torch", "jax", "opencv-python-headless"):
+            try:
+                versions[pkg] = version(pkg)
+            except Exception:
+                continue
+    except ImportError:
+        pass
+    return versions
+
+
+def stamp() -> dict:
+    """Everything a results JSON records about how it was made, besides the data."""
+    return {"created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "git": git_commit(), "environment": environment(), "hardware": hardware()}
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    """Write JSON atomically (a reader never sees a half-written results file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")
+    tmp.replace(p)
+    return p
+
+
+def _default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

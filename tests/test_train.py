@@ -1,0 +1,134 @@
+"""Behavioural tier: a tiny model learns the synthetic set; runs are complete and resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fer_study import train as train_mod
+from fer_study.cli import main
+from fer_study.data import load_synthetic
+from fer_study.evaluate import predict_probs
+from fer_study.train import RunConfig, train
+
+SIZES = {"Training": 1400, "PublicTest": 350, "PrivateTest": 350}
+FAST = {"model": "mini_xception", "data": "synthetic", "synthetic_sizes": SIZES, "epochs": 6,
+        "batch_size": 32, "lr": 3e-3, "model_kwargs": {"l2": 1e-4}, "verbose": 0,
+        "augment": {"rotation": 5.0, "erase_prob": 0.0}, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """One small real training run, shared by the tests that inspect its outputs."""
+    run_dir = tmp_path_factory.mktemp("runs") / "mini"
+    cfg = RunConfig(**FAST, run_dir=str(run_dir))
+    return cfg, train(cfg)
+
+
+def test_tiny_model_clearly_beats_chance(learned):
+    _, result = learned
+    private = result.metrics["splits"]["PrivateTest"]["none"]
+    assert private["accuracy"] > 0.45, private["accuracy"]  # chance is 1/7 = 0.14
+    assert result.metrics["splits"]["PrivateTest"]["flip"]["accuracy"] > 0.45
+
+
+def test_run_folder_is_complete(learned):
+    cfg, result = learned
+    run = result.run_dir
+    for name in ("config.json", "history.csv", "best.keras", "last.keras", "state.json",
+                 "metrics.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text()) == cfg.to_json()
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, cfg.epochs + 1))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["data"]["synthetic"] is True and "NOT FER2013" in m["data"]["dataset"]
+    assert m["data"]["split_sizes"] == SIZES
+    assert m["protocol"] == {"fit": "Training", "select": "PublicTest", "report": "PrivateTest",
+                             "selection_metric": "accuracy (best epoch checkpoint)"}
+    assert m["git"].keys() == {"commit", "dirty"} and m["environment"]["keras"]
+    assert 1 <= m["best_epoch"] <= cfg.epochs
+    best_val = max(float(r["val_accuracy"]) for r in rows)
+    assert m["splits"]["PublicTest"]["none"]["accuracy"] == pytest.approx(best_val, abs=1e-3)
+
+
+def test_predictions_stable_under_horizontal_flip(learned):
+    _, result = learned
+    ds = load_synthetic(SIZES)
+    x, _ = ds.split("PrivateTest")
+    p = predict_probs(result.model, x).argmax(1)
+    p_flip = predict_probs(result.model, x[:, :, ::-1]).argmax(1)
+    assert (p == p_flip).mean() > 0.8
+
+
+def test_finished_run_is_not_retrained_and_config_clash_is_refused(learned):
+    cfg, result = learned
+    again = train(cfg)
+    assert again.model is None and again.metrics == result.metrics
+    clash = RunConfig(**{**cfg.to_json(), "lr": 0.1})
+    with pytest.raises(ValueError, match=r"different config \(differs in \['lr'\]\)"):
+        train(clash)
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    cfg = RunConfig(**{**FAST, "epochs": 3, "synthetic_sizes": {
+        "Training": 140, "PublicTest": 70, "PrivateTest": 70}}, run_dir=str(tmp_path / "r"))
+    original = train_mod._RunState.on_epoch_end
+
+    def crash_after_two(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(train_mod._RunState, "on_epoch_end", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    state = json.loads((tmp_path / "r" / "state.json").read_text())
+    assert state["epoch"] == 2 and not state["completed"]
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    last = keras.saving.load_model(tmp_path / "r" / "last.keras")
+    monkeypatch.setattr(train_mod._RunState, "on_epoch_end", original)
+    resumed_weights = []
+    monkeypatch.setattr(train_mod.keras.saving, "load_model", _spy(resumed_weights))
+    result = train(cfg)
+    assert result.metrics["resumed_from_epoch"] == 2
+    assert result.metrics["epochs_run"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "r" / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # the resumed run started from the interrupted run's last checkpoint, not from scratch
+    for a, b in zip(resumed_weights[0], last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _spy(store: list):
+    real = keras.saving.load_model
+
+    def load(path, *args, **kwargs):
+        model = real(path, *args, **kwargs)
+        if str(path).endswith("last.keras"):
+            store.append(model.get_weights())
+        return model
+
+    return load
+
+
+def test_cli_train_writes_run_folder_and_reports_bad_input(tmp_path, capsys):
+    code = main(["train", "--model", "mini_xception", "--data", "synthetic", "--epochs", "1",
+                 "--max-train-samples", "70", "--run-dir", str(tmp_path / "cli"),
+                 "--set", "verbose=0", "--set", 'synthetic_sizes={"Training": 70, '
+                 '"PublicTest": 35, "PrivateTest": 35}'])
+    out = capsys.readouterr().out
+    assert code == 0 and "SYNTHETIC demo data" in out and "PrivateTest" in out
+    assert (tmp_path / "cli" / "metrics.json").is_file()
+    assert main(["train", "--set", "nonsense=1", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_cli_missing_data_message(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing.csv"),
+                 "--run-dir", str(tmp_path / "x")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
