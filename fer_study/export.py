@@ -377,7 +377,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             data = Path(args.data)
             rep = _load_npz_faces(data, "Training", args.representative)
             check = _load_npz_faces(data, "PublicTest", args.check)
-        report = export_tflite(model, args.out_dir, variants, rep, check)
+        report = export_tflite(model, args.out_dir, variants, rep, check, name=args.name)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -404,7 +404,8 @@ def add_export_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         description="Convert a .keras classifier to TFLite variants and report agreement.",
     )
     p.add_argument("--model", help="input .keras file (default: the shipped model)")
-    p.add_argument("--out-dir", default="exports", help="output folder (default: exports)")
+    p.add_argument("--out-dir", default="runs/export", help="output folder (default: runs/export)")
+    p.add_argument("--name", help="file stem of the outputs (default: the model file's stem)")
     p.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s"
     )

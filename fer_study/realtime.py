@@ -147,6 +147,27 @@ class HaarDetector:
         ]
 
 
+def roi_around(box: Box, shape: tuple[int, ...], grow: float = 0.5) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of ``box`` grown by ``grow`` x its longer side per side, clipped."""
+    pad = grow * max(box.w, box.h)
+    x0, y0 = max(0, int(box.x - pad)), max(0, int(box.y - pad))
+    x1, y1 = min(shape[1], int(box.x + box.w + pad)), min(shape[0], int(box.y + box.h + pad))
+    return x0, y0, max(x0 + 1, x1), max(y0 + 1, y1)
+
+
+def detect_near(
+    detector: FaceDetector, frame_bgr: np.ndarray, gray: np.ndarray | None, box: Box
+) -> list[Box]:
+    """Faces in the region around ``box``, in frame coordinates (any detector)."""
+    own = getattr(detector, "detect_near", None)
+    if own is not None:
+        return own(frame_bgr, gray, box)
+    x0, y0, x1, y1 = roi_around(box, frame_bgr.shape)
+    roi_gray = None if gray is None else gray[y0:y1, x0:x1]
+    found = detector.detect(frame_bgr[y0:y1, x0:x1], gray=roi_gray)
+    return [Box(b.x + x0, b.y + y0, b.w, b.h, b.score) for b in found]
+
+
 def yunet_cache_path() -> Path:
     """Where the downloaded YuNet model is kept (``~/.cache/fer_study/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -222,6 +243,8 @@ class YuNetDetector:
     than ``detect_width`` are shrunk first (YuNet still finds faces of ~10 px there).
     """
 
+    ROI_SIZE = 96  # side of the square a face's region is scaled to in detect_near
+
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
@@ -232,18 +255,52 @@ class YuNetDetector:
     ) -> None:
         self.model_path = resolve_yunet_model(model_path)
         self.detect_width = detect_width
+        self._params = (score_threshold, nms_threshold, top_k)
+        self._net = self._create((detect_width, detect_width))
+        self._size: tuple[int, int] = (0, 0)
+        self._roi_net: Any = None  # a second network with a fixed input size, for regions
+
+    def _create(self, size: tuple[int, int]) -> Any:
         try:
-            self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path),
-                "",
-                (detect_width, detect_width),
-                score_threshold,
-                nms_threshold,
-                top_k,
-            )
+            return cv2.FaceDetectorYN.create(str(self.model_path), "", size, *self._params)
         except cv2.error as exc:
             raise RealtimeError(f"cannot load YuNet model {self.model_path}: {exc}") from exc
-        self._size: tuple[int, int] = (0, 0)
+
+    def detect_near(self, frame_bgr: np.ndarray, gray: np.ndarray | None, box: Box) -> list[Box]:
+        """Faces in the region around ``box`` (twice its size), in frame coordinates.
+
+        The region is scaled onto a fixed ``ROI_SIZE`` square so the network never has to
+        be re-shaped (``setInputSize`` per call would cost more than the detection).
+        """
+        if frame_bgr.ndim == 2:
+            frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
+        x0, y0, x1, y1 = roi_around(box, frame_bgr.shape)
+        roi = frame_bgr[y0:y1, x0:x1]
+        r = self.ROI_SIZE
+        scale = r / max(roi.shape[:2])
+        sw, sh = (
+            min(r, max(1, round(roi.shape[1] * scale))),
+            min(r, max(1, round(roi.shape[0] * scale))),
+        )
+        canvas = np.zeros((r, r, 3), np.uint8)
+        canvas[:sh, :sw] = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+        if self._roi_net is None:
+            self._roi_net = self._create((r, r))
+        _, faces = self._roi_net.detect(canvas)
+        return self._boxes(faces, scale, x0, y0)
+
+    @staticmethod
+    def _boxes(faces: np.ndarray | None, scale: float, dx: int = 0, dy: int = 0) -> list[Box]:
+        if faces is None:
+            return []
+        inv = 1.0 / scale
+        boxes = []
+        for f in faces:
+            x, y, bw, bh = (float(v) * inv for v in f[:4])
+            boxes.append(
+                Box(int(max(0.0, x)) + dx, int(max(0.0, y)) + dy, int(bw), int(bh), float(f[-1]))
+            )
+        return boxes
 
     def detect(self, frame_bgr: np.ndarray, gray: np.ndarray | None = None) -> list[Box]:
         """Faces in a BGR frame, in full-frame coordinates."""
@@ -261,14 +318,7 @@ class YuNetDetector:
             self._net.setInputSize(size)
             self._size = size
         _, faces = self._net.detect(small)
-        if faces is None:
-            return []
-        inv = 1.0 / scale
-        boxes = []
-        for f in faces:
-            x, y, bw, bh = (float(v) * inv for v in f[:4])
-            boxes.append(Box(int(max(0.0, x)), int(max(0.0, y)), int(bw), int(bh), float(f[-1])))
-        return boxes
+        return self._boxes(faces, scale)
 
 
 def make_detector(
@@ -553,12 +603,26 @@ def draw_faces(frame: np.ndarray, faces: Iterable[FaceResult], bars: bool = True
 # --------------------------------------------------------------------------- pipeline
 
 
+def _dedupe(boxes: list[Box], iou: float = 0.5) -> list[Box]:
+    """Drop boxes overlapping a higher-scored one (two regions can find the same face)."""
+    kept: list[Box] = []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        if all(b.iou(k) < iou for k in kept):
+            kept.append(b)
+    return kept
+
+
 @dataclass
 class Pipeline:
     """Detector + classifier + tracker + overlay, timing each stage of every frame.
 
     ``timings[stage]`` lists seconds per processed frame for each of :data:`STAGES` and
     ``"total"``; :meth:`timing_summary` turns them into median milliseconds and FPS.
+
+    ``detect_every=N > 1`` scans the whole frame only every N-th frame; in between the
+    detector runs only on small regions around the faces of the previous frame (twice their
+    size), which costs a fraction of a full scan.  New faces then appear up to N-1 frames
+    late; a face lost in its region triggers a full scan on the next frame.
     """
 
     detector: FaceDetector
@@ -567,10 +631,14 @@ class Pipeline:
     smoothing: float | None = 0.5  # EMA weight of the newest frame; None = no tracking
     draw: bool = True
     bars: bool = True
+    detect_every: int = 1
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tracker = FaceTracker(alpha=self.smoothing) if self.smoothing is not None else None
+        self._last_boxes: list[Box] = []
+        self._since_full = 0
+        self.full_scans = 0  # how many frames got a whole-frame detection
         self.reset_timings()
 
     def reset_timings(self) -> None:
@@ -581,12 +649,35 @@ class Pipeline:
         """Forget tracked faces (e.g. between unrelated images)."""
         if self.tracker is not None:
             self.tracker = FaceTracker(alpha=self.tracker.alpha)
+        self._last_boxes = []
+
+    def _detect(self, frame_bgr: np.ndarray, gray: np.ndarray) -> list[Box]:
+        if (
+            self.detect_every <= 1
+            or not self._last_boxes
+            or self._since_full >= self.detect_every - 1
+        ):
+            self._since_full = 0
+            self.full_scans += 1
+            boxes = self.detector.detect(frame_bgr, gray=gray)
+        else:
+            self._since_full += 1
+            boxes = []
+            for prev in self._last_boxes:
+                found = detect_near(self.detector, frame_bgr, gray, prev)
+                if not found:
+                    self._since_full = self.detect_every  # lost: full scan next frame
+                    continue
+                boxes.append(max(found, key=prev.iou))
+            boxes = _dedupe(boxes)
+        self._last_boxes = boxes
+        return boxes
 
     def process(self, frame_bgr: np.ndarray) -> list[FaceResult]:
         """Detect and classify every face of a frame; draws onto ``frame_bgr`` in place."""
         t0 = time.perf_counter()
         gray = to_gray(frame_bgr)
-        boxes = self.detector.detect(frame_bgr, gray=gray)
+        boxes = self._detect(frame_bgr, gray)
         t1 = time.perf_counter()
         crops = crop_faces(gray, boxes, self.classifier.input_size, self.margin)
         t2 = time.perf_counter()
@@ -627,6 +718,7 @@ def make_pipeline(
     min_face: int = 96,
     margin: float = 0.1,
     smoothing: float | None = 0.5,
+    detect_every: int = 1,
 ) -> Pipeline:
     """A :class:`Pipeline` from CLI-style options."""
     return Pipeline(
@@ -634,6 +726,7 @@ def make_pipeline(
         load_classifier(model, num_threads),
         margin=margin,
         smoothing=smoothing,
+        detect_every=detect_every,
     )
 
 
@@ -963,6 +1056,7 @@ def _pipeline_from_args(args: argparse.Namespace, smoothing: float | None = 0.5)
         min_face=args.min_face,
         margin=args.margin,
         smoothing=smoothing,
+        detect_every=getattr(args, "detect_every", 1),
     )
 
 
@@ -998,9 +1092,9 @@ def _video(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     list_images(args.path)  # fail on a bad path before loading the model
-    records = predict_images(
-        _pipeline_from_args(args, smoothing=None), args.path, whole_image=args.whole_image
-    )
+    pipeline = _pipeline_from_args(args, smoothing=None)
+    pipeline.draw = False  # nothing is displayed or saved
+    records = predict_images(pipeline, args.path, whole_image=args.whole_image)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         with open(args.output, "w", newline="") as fh:
@@ -1028,6 +1122,17 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``predict`` subcommand; returns the exit code (2 on a handled error)."""
     return _run(_predict, args)
+
+
+def _detect_every(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="scan the whole frame every N frames, in between only around known faces "
+        "(faster; new faces show up to N-1 frames late; default: 1 = every frame)",
+    )
 
 
 def _common(p: argparse.ArgumentParser, min_face: int) -> None:
@@ -1067,6 +1172,7 @@ def add_realtime_subcommands(subparsers: Any) -> None:
     )
     p.add_argument("--camera", type=int, default=0, help="camera index (default: 0)")
     _common(p, min_face=96)
+    _detect_every(p)
     p.set_defaults(func=cmd_webcam)
 
     p = subparsers.add_parser(
@@ -1081,6 +1187,7 @@ def add_realtime_subcommands(subparsers: Any) -> None:
         "--no-smooth", action="store_true", help="no temporal smoothing of the drawn labels"
     )
     _common(p, min_face=64)
+    _detect_every(p)
     p.set_defaults(func=cmd_video)
 
     p = subparsers.add_parser(

@@ -152,6 +152,39 @@ def test_pipeline_times_each_stage(models, head):
     assert pipe.timing_summary()["frames"] == 0
 
 
+class CountingDetector:
+    """Wraps a detector and records the size of every image it is asked to scan."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[tuple[int, int]] = []
+
+    def detect(self, frame_bgr, gray=None):
+        self.calls.append(frame_bgr.shape[:2])
+        return self.inner.detect(frame_bgr, gray=gray)
+
+
+def test_detect_every_scans_around_known_faces(models, head):
+    clf = realtime.load_classifier(models[2])
+    det = CountingDetector(HaarDetector())
+    pipe = Pipeline(det, clf, detect_every=4, draw=False)
+    full = Pipeline(HaarDetector(), clf, draw=False)
+    for t in range(12):
+        positions = [(150 + 2 * t, 80)] + ([(420, 120)] if t >= 5 else [])
+        frame = compose(head, positions, scale=1.0 if t >= 5 else 1.25)
+        faces = pipe.process(frame)
+        reference = full.process(frame.copy())
+        if t < 5:
+            assert len(faces) == 1 and faces[0].track_id == 0
+            # Region detection finds the same box as a full scan, in frame coordinates.
+            assert faces[0].box.iou(reference[0].box) > 0.7
+        elif t >= 8:  # the face that appeared at frame 5 is found by the full scan at 8
+            assert len(faces) == 2
+    assert pipe.full_scans == 3  # frames 0, 4 and 8
+    small = [c for c in det.calls if c != (480, 640)]
+    assert small and all(h < 480 and w < 640 for h, w in small)
+
+
 def test_keras_classifier_matches_model(models):
     model, keras_path, tflite_path = models
     clf = KerasClassifier(keras_path)
@@ -385,3 +418,33 @@ def test_webcam_missing_camera(monkeypatch, models, capsys):
     monkeypatch.setattr(realtime, "gui_available", lambda: True)
     assert main(["webcam", "--camera", "99", "--model", str(models[2])]) == 2
     assert "cannot open camera 99" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- benchmark script
+
+
+def test_benchmark_script_runs_end_to_end(models, tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_realtime.py"
+    spec = importlib.util.spec_from_file_location("benchmark_realtime", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    argv = ["--model", str(models[2]), "--frames", "6", "--warmup", "2", "--rounds", "2",
+            "--threads", "1", "--faces", "1", "3", "--detect-every", "1", "3",
+            "--no-fer", "--no-min50", "--output", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["model"]["standin"] is False and "--no-fer" in result["command"]
+    assert result["machine"]["cpu_model"] and result["machine"]["versions"]["numpy"]
+    runs = {(r["faces"], r["detect_every"]): r["ours"] for r in result["runs"]}
+    assert set(runs) == {(1, 1), (1, 3), (3, 1), (3, 3)}
+    for (faces, every), ours in runs.items():
+        assert ours["frames"] == 6 and ours["faces_per_frame_median"] == faces
+        assert set(ours["stages_ms"]) == set(realtime.STAGES)
+        assert ours["full_frame_scans"] == (6 if every == 1 else 2)
+        assert ours["fps_mean"] > 0
+    assert result["classifiers_1thread"]["tflite_deployed"]["1_face_ms"]["median"] > 0
+    assert "haar_1thread_1face_detect_every_1" in result["targets"]
+    assert "threads=1 faces=3 haar every=3" in capsys.readouterr().out
