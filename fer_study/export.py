@@ -353,17 +353,39 @@ def export_tflite(
 # --------------------------------------------------------------------------- CLI
 
 
-def _load_npz_faces(path: Path, usage: str, limit: int) -> np.ndarray:
-    if not path.is_file():
-        raise ExportError(f"data file not found: {path}")
-    with np.load(path, allow_pickle=False) as d:
-        if "images" not in d:
-            raise ExportError(f"{path} has no 'images' array")
-        images = d["images"]
-        if "usage" in d:
-            picked = images[d["usage"] == usage]
-            images = picked if len(picked) else images
-    rng = np.random.default_rng(0)
+def load_face_splits(spec: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, check) face images from a dataset: its training and test splits.
+
+    ``spec`` is a FER2013 ``.npz`` (arrays ``images`` and ``usage``) or anything
+    :func:`fer_study.data.load_dataset` reads (``fer2013.csv``, a folder tree, "synthetic").
+    """
+    path = Path(spec)
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise ExportError(f"data file not found: {path}")
+        with np.load(path, allow_pickle=False) as d:
+            if "images" not in d:
+                raise ExportError(f"{path} has no 'images' array")
+            images = d["images"]
+            usage = d["usage"] if "usage" in d else np.full(len(images), "Training")
+    else:
+        from fer_study.data import DataError, load_dataset
+
+        try:
+            ds = load_dataset(spec)
+        except DataError as exc:
+            raise ExportError(str(exc)) from exc
+        images, usage = ds.images, ds.usage
+    train = usage == "Training"
+    test = np.isin(usage, ("PublicTest", "Test"))
+    if not test.any():
+        test = ~train
+    # Calibrate on training faces and check on held-out ones; fall back to all of them.
+    return images[train] if train.any() else images, images[test] if test.any() else images
+
+
+def _sample(images: np.ndarray, limit: int) -> np.ndarray:
+    rng = np.random.default_rng(0)  # the same subset every run
     return images[np.sort(rng.permutation(len(images))[:limit])]
 
 
@@ -374,9 +396,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         rep = check = None
         if args.data:
-            data = Path(args.data)
-            rep = _load_npz_faces(data, "Training", args.representative)
-            check = _load_npz_faces(data, "PublicTest", args.check)
+            train, test = load_face_splits(args.data)
+            rep, check = _sample(train, args.representative), _sample(test, args.check)
         report = export_tflite(model, args.out_dir, variants, rep, check, name=args.name)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -411,8 +432,8 @@ def add_export_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data",
-        help="FER2013 .npz (images, usage): Training images calibrate int8, "
-        "PublicTest images measure agreement; required for int8",
+        help="FER2013 .npz (images, usage), fer2013.csv or image-folder tree: training "
+        "images calibrate int8, test images measure agreement; required for int8",
     )
     p.add_argument("--representative", type=int, default=500, help="calibration images")
     p.add_argument("--check", type=int, default=1000, help="agreement-check images")

@@ -200,3 +200,20 @@ def test_tf_lite_interpreter_fallback_gives_the_same_answers(exported, monkeypat
     fallback = TFLiteClassifier(out / "tiny_int8.tflite")
     assert type(fallback._interp).__module__.startswith("tensorflow")
     np.testing.assert_allclose(fallback.predict(x), litert, atol=1e-6)
+
+
+def test_face_splits_from_npz_and_project_loaders(tmp_path):
+    from fer_study.export import load_face_splits
+
+    data = tmp_path / "fer.npz"
+    usage = np.array(["Training"] * 6 + ["PublicTest"] * 3 + ["PrivateTest"] * 2)
+    np.savez(data, images=np.arange(11, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48)))
+    train, test = load_face_splits(data)  # no usage array: every image serves both
+    assert len(train) == len(test) == 11
+    np.savez(data, images=face_like_images(11), usage=usage)
+    train, test = load_face_splits(data)
+    assert len(train) == 6 and len(test) == 3
+    with pytest.raises(ExportError, match="not found"):
+        load_face_splits(tmp_path / "missing.npz")
+    with pytest.raises(ExportError, match="not found"):
+        load_face_splits(tmp_path / "missing.csv")
