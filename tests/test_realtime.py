@@ -448,3 +448,39 @@ def test_benchmark_script_runs_end_to_end(models, tmp_path, capsys):
     assert result["classifiers_1thread"]["tflite_deployed"]["1_face_ms"]["median"] > 0
     assert "haar_1thread_1face_detect_every_1" in result["targets"]
     assert "threads=1 faces=3 haar every=3" in capsys.readouterr().out
+
+
+class FakeCamera:
+    def __init__(self, frames: list[np.ndarray]):
+        self.frames = list(frames)
+        self.released = False
+
+    def read(self):
+        return (True, self.frames.pop(0).copy()) if self.frames else (False, None)
+
+    def release(self):
+        self.released = True
+
+
+def test_webcam_loop_shows_annotated_frames_until_q(monkeypatch, models, head):
+    camera = FakeCamera([compose(head, [(200 + 4 * i, 80)]) for i in range(5)])
+    shown: list[np.ndarray] = []
+    keys = iter([-1, -1, ord("q")])
+    monkeypatch.setattr(realtime, "gui_available", lambda: True)
+    monkeypatch.setattr(realtime, "open_camera", lambda index: camera)
+    monkeypatch.setattr(cv2, "imshow", lambda name, frame: shown.append(frame.copy()))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *args: 1.0)
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    assert main(["webcam", "--model", str(models[2])]) == 0
+    assert len(shown) == 3 and camera.released  # stopped at the 'q' key
+    plain = compose(head, [(200, 80)])
+    assert (shown[0] != plain).any()  # box, label, bars and FPS were drawn
+
+
+def test_webcam_camera_that_stops_is_an_error(monkeypatch, models, capsys):
+    monkeypatch.setattr(realtime, "gui_available", lambda: True)
+    monkeypatch.setattr(realtime, "open_camera", lambda index: FakeCamera([]))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    assert main(["webcam", "--camera", "1", "--model", str(models[2])]) == 2
+    assert "camera 1 stopped delivering frames" in capsys.readouterr().err
