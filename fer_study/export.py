@@ -138,7 +138,8 @@ class TFLiteClassifier:
 
     ``predict`` takes float32 (N, S, S, 1) pixel values in [0, 255] and returns (N, 7)
     probabilities.  The interpreter's batch dimension is resized when N changes (cheap:
-    ~10 us on the models of this project), so all faces of a frame go through one invoke.
+    ~10 us on the models of this project), so all faces of a frame go through one invoke;
+    a model exported with a fixed batch size is fed in chunks of that size instead.
     Models with int8/uint8 I/O are also accepted: inputs are quantised and outputs
     dequantised here.
     """
@@ -169,7 +170,7 @@ class TFLiteClassifier:
         self._out_quant = out["quantization"]
         self._batch = shape[0]
         # A fixed batch signature (e.g. exported with batch 1) cannot always be resized.
-        self._resizable = int(inp["shape_signature"][0]) == -1
+        self._resizable = int(inp.get("shape_signature", inp["shape"])[0]) == -1
 
     def _set_batch(self, n: int) -> None:
         if n == self._batch:
@@ -200,12 +201,16 @@ class TFLiteClassifier:
         n = len(x)
         if n == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        if not self._resizable:
-            return np.concatenate([self._run(x[i : i + 1]) for i in range(n)])
+        step = self.max_batch if self._resizable else self._batch
         outs = []
-        for start in range(0, n, self.max_batch):
-            chunk = x[start : start + self.max_batch]
-            self._set_batch(len(chunk))
+        for start in range(0, n, step):
+            chunk = x[start : start + step]
+            if self._resizable:
+                self._set_batch(len(chunk))
+            elif len(chunk) < step:  # fixed batch: pad with blank faces, drop their outputs
+                pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
+                outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
+                continue
             outs.append(self._run(chunk))
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 

@@ -22,12 +22,12 @@ from fer_study.export import (  # noqa: E402
 from fer_study.labels import NUM_CLASSES  # noqa: E402
 
 
-def tiny_model(size: int = 48):
+def tiny_model(size: int = 48, batch_size: int | None = None):
     """A small model of the project contract with peaked (not uniform) softmax outputs."""
     import keras
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((size, size, 1))
+    inp = keras.Input((size, size, 1), batch_size=batch_size)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
@@ -217,3 +217,16 @@ def test_face_splits_from_npz_and_project_loaders(tmp_path):
         load_face_splits(tmp_path / "missing.npz")
     with pytest.raises(ExportError, match="not found"):
         load_face_splits(tmp_path / "missing.csv")
+
+
+def test_classifier_handles_a_fixed_batch_model(exported, tmp_path):
+    model, _, _, check = exported
+    fixed = tiny_model(batch_size=2)  # the same weights, batch fixed at 2 in the graph
+    fixed.set_weights(model.get_weights())
+    report = export_tflite(fixed, tmp_path, variants=("float32",), name="fixed2")
+    clf = TFLiteClassifier(report["variants"]["float32"]["path"])
+    assert not clf._resizable
+    x = as_model_input(check[:5], 48)
+    got = clf.predict(x)  # chunks of 2, 2 and a padded 1
+    assert got.shape == (5, NUM_CLASSES)
+    np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-4)
