@@ -568,10 +568,32 @@ def _bar_panel() -> np.ndarray:
 
 
 def draw_faces(frame: np.ndarray, faces: Iterable[FaceResult], bars: bool = True) -> np.ndarray:
-    """Draw boxes, labels and probability bars onto ``frame`` in place; returns it."""
+    """Draw boxes, labels and probability bars onto ``frame`` in place; returns it.
+
+    Panels go first and boxes and labels on top, so with faces close together a
+    neighbour's panel never hides a label.
+    """
+    faces = list(faces)
     fh, fw = frame.shape[:2]
-    panel = _bar_panel()
-    ph, pw = panel.shape[:2]
+    if bars:
+        panel = _bar_panel()
+        ph, pw = panel.shape[:2]
+        for face in faces:
+            b = face.box
+            # Beside the box, right if it fits, else left; clipped at the frame's edges.
+            x0 = b.x + b.w + 6 if b.x + b.w + 6 + pw <= fw else b.x - 6 - pw
+            y0 = b.y
+            px0, py0 = max(x0, 0), max(y0, 0)
+            px1, py1 = min(x0 + pw, fw), min(y0 + ph, fh)
+            if px1 <= px0 or py1 <= py0:
+                continue
+            frame[py0:py1, px0:px1] = panel[py0 - y0 : py1 - y0, px0 - x0 : px1 - x0]
+            bx = x0 + _PAD + _NAME_W
+            for j, p in enumerate(face.probs):
+                y = y0 + _PAD + j * _ROW
+                length = int(round(_BAR_W * float(p)))
+                if length > 0:
+                    cv2.rectangle(frame, (bx, y + 2), (bx + length, y + _ROW - 2), COLORS[j], -1)
     for face in faces:
         b = face.box
         k = int(np.argmax(face.probs))
@@ -583,22 +605,6 @@ def draw_faces(frame: np.ndarray, faces: Iterable[FaceResult], bars: bool = True
         cv2.rectangle(frame, (b.x - 1, ty - th - 4), (b.x + tw + 4, ty + base), color, -1)
         ink = (20, 20, 20) if sum(color) > 300 else (245, 245, 245)  # readable on its colour
         cv2.putText(frame, text, (b.x + 2, ty - 1), _FONT, 0.6, ink, 2, cv2.LINE_AA)
-        if not bars:
-            continue
-        # Beside the box, right if it fits, else left; clipped at the frame's edges.
-        x0 = b.x + b.w + 6 if b.x + b.w + 6 + pw <= fw else b.x - 6 - pw
-        y0 = b.y
-        px0, py0 = max(x0, 0), max(y0, 0)
-        px1, py1 = min(x0 + pw, fw), min(y0 + ph, fh)
-        if px1 <= px0 or py1 <= py0:
-            continue
-        frame[py0:py1, px0:px1] = panel[py0 - y0 : py1 - y0, px0 - x0 : px1 - x0]
-        bx = x0 + _PAD + _NAME_W
-        for j, p in enumerate(face.probs):
-            y = y0 + _PAD + j * _ROW
-            length = int(round(_BAR_W * float(p)))
-            if length > 0:
-                cv2.rectangle(frame, (bx, y + 2), (bx + length, y + _ROW - 2), COLORS[j], -1)
     return frame
 
 
