@@ -47,7 +47,7 @@ from fer_study.export import (
     load_keras_model,
     model_input_size,
 )
-from fer_study.labels import EMOTIONS, NUM_CLASSES
+from fer_study.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 
 YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
 YUNET_URL = (
@@ -408,17 +408,24 @@ def load_classifier(
 
 
 def crop_faces(
-    gray: np.ndarray, boxes: Sequence[Box], size: int, margin: float = 0.1
+    gray: np.ndarray,
+    boxes: Sequence[Box],
+    size: int,
+    margin: float = 0.1,
+    native: int = IMAGE_SIZE,
 ) -> np.ndarray:
     """Square crops around ``boxes`` (grown by ``margin`` per side) -> (N, size, size, 1).
 
     Crops are square (side = the box's longer side) so faces are never stretched; parts
-    outside the frame are filled by edge replication rather than clipped away.
+    outside the frame are filled by edge replication rather than clipped away.  Models
+    with inputs smaller than the ``native`` 48 px FER2013 face are trained and evaluated
+    on centre crops of it, so their crop is the matching centre part (side x size / 48).
     """
     out = np.empty((len(boxes), size, size, 1), np.float32)
     fh, fw = gray.shape[:2]
+    shrink = min(1.0, size / native)
     for i, b in enumerate(boxes):
-        side = max(b.w, b.h) * (1.0 + 2.0 * margin)
+        side = max(b.w, b.h) * (1.0 + 2.0 * margin) * shrink
         cx, cy = b.x + b.w / 2.0, b.y + b.h / 2.0
         x0, y0 = round(cx - side / 2), round(cy - side / 2)
         x1, y1 = x0 + max(1, round(side)), y0 + max(1, round(side))

@@ -139,6 +139,15 @@ def test_export_from_file_resizes_inputs_and_names_after_stem(tmp_path):
     assert TFLiteClassifier(tmp_path / "o" / "small40_float32.tflite").input_size == 40
 
 
+def test_as_model_input_centre_crops_for_small_models():
+    faces = face_like_images(3)
+    np.testing.assert_array_equal(as_model_input(faces, 44)[..., 0], faces[:, 2:46, 2:46])
+    assert as_model_input(faces, 48).shape == (3, 48, 48, 1)
+    assert as_model_input(faces[..., None], 64).shape == (3, 64, 64, 1)
+    with pytest.raises(ExportError, match="grayscale"):
+        as_model_input(np.zeros((2, 48, 48, 3)), 48)
+
+
 def test_export_argument_errors(tmp_path):
     model = tiny_model()
     with pytest.raises(ExportError, match="representative"):

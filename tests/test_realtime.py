@@ -97,6 +97,14 @@ def test_crop_faces_square_margin_and_borders():
     assert crop_faces(gray, [], size=48).shape == (0, 48, 48, 1)
 
 
+def test_crop_for_small_models_is_the_centre_of_the_48px_face():
+    face = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    crop = crop_faces(face, [Box(0, 0, 48, 48)], size=40, margin=0.0)
+    np.testing.assert_array_equal(crop[0, :, :, 0], face[4:44, 4:44])  # as in training
+    big = crop_faces(face, [Box(0, 0, 48, 48)], size=64, margin=0.0)
+    assert big.shape == (1, 64, 64, 1)  # larger models: the whole face, upsampled
+
+
 def test_tracker_keeps_ids_and_smooths():
     tr = FaceTracker(alpha=0.5, max_missed=1)
     p1 = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 3]]
