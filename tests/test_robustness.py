@@ -1,0 +1,229 @@
+"""Corruptions, robustness evaluation, calibration, TFLite table and notebook helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_study import robustness as R
+from fer_study.labels import NUM_CLASSES
+from fer_study.synthetic import make_synthetic
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[np.ndarray, np.ndarray]:
+    return make_synthetic(24, seed=3)
+
+
+@pytest.mark.parametrize("name", list(R.CORRUPTIONS))
+def test_distance_from_clean_grows_with_severity(faces, name):
+    x = faces[0]
+    dist = [np.abs(R.corrupt(x, name, s).astype(float) - x).mean() for s in range(6)]
+    assert dist[0] == 0.0
+    assert all(b >= a for a, b in zip(dist, dist[1:])), dist  # monotone over the batch...
+    per_image = np.stack([np.abs(R.corrupt(x, name, s).astype(float) - x).mean(axis=(1, 2))
+                          for s in range(6)])
+    assert (np.diff(per_image, axis=0) >= -1e-9).all()  # ...and for every single image
+    assert dist[1] > 0 and dist[5] > 1.5 * dist[1]
+
+
+@pytest.mark.parametrize("name", list(R.CORRUPTIONS))
+def test_deterministic_dtype_range_and_identity(faces, name):
+    x = faces[0]
+    a, b = R.corrupt(x, name, 3, seed=7), R.corrupt(x, name, 3, seed=7)
+    assert np.array_equal(a, b)
+    assert a.dtype == np.uint8 and a.shape == x.shape
+    clean = R.corrupt(x, name, 0)
+    assert np.array_equal(clean, x) and clean is not x
+    one = R.corrupt(x[0], name, 3, seed=7)  # a single (H, W) face
+    assert one.shape == x[0].shape and one.dtype == np.uint8
+    if name in ("gaussian_noise", "occlusion_patch"):  # the only random corruptions
+        assert not np.array_equal(a, R.corrupt(x, name, 3, seed=8))
+
+
+def test_corruptions_do_what_they_say(faces):
+    x = faces[0]
+    assert R.corrupt(x, "brightness", 5).mean() > x.mean() + 60
+    assert R.corrupt(x, "gamma", 5).mean() < x.mean() - 30
+    assert (R.corrupt(x, "contrast", 5).std(axis=(1, 2)) < 0.3 * x.std(axis=(1, 2))).all()
+    eyes = R.corrupt(x, "occlusion_eyes", 5)
+    assert (eyes[:, 17, 10:38] == 0).all() and np.array_equal(eyes[:, 40:], x[:, 40:])
+    mouth = R.corrupt(x, "occlusion_mouth", 5)
+    assert (mouth[:, 36, 12:36] == 0).all() and np.array_equal(mouth[:, :28], x[:, :28])
+    assert set(R.GROUPS) == {"lighting", "blur", "noise", "occlusion"}
+
+
+def test_bad_names_severities_and_images_raise(faces):
+    x = faces[0]
+    with pytest.raises(ValueError, match="valid: brightness, contrast, gamma"):
+        R.corrupt(x, "fog", 1)
+    for bad in (6, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"one of \[0, 1, 2, 3, 4, 5\]"):
+            R.corrupt(x, "contrast", bad)
+    with pytest.raises(ValueError, match="uint8"):
+        R.corrupt(x.astype(np.float32), "contrast", 1)
+    with pytest.raises(ValueError, match="valid:"):
+        R.evaluate_robustness(lambda im: None, x, faces[1], corruptions=["fog"])
+
+
+def _onehot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def test_evaluate_robustness_with_a_callable(faces):
+    x, y = faces
+    oracle = lambda im: _onehot(np.resize(y, len(im)))  # noqa: E731 - ignores the pixels
+    df = R.evaluate_robustness(oracle, x, y, corruptions=["gamma", "occlusion_eyes"],
+                               severities=[1, 3, 5])
+    assert len(df) == 6
+    assert list(zip(df["corruption"], df["severity"])) == [
+        ("gamma", 1), ("gamma", 3), ("gamma", 5),
+        ("occlusion_eyes", 1), ("occlusion_eyes", 3), ("occlusion_eyes", 5)]
+    assert (df["accuracy"] == 1.0).all() and df.attrs["clean_accuracy"] == 1.0
+    assert R.relative_robustness(df) == 1.0
+
+    # Predicts class 1 for bright images: brightening dark faces flips them all to 1.
+    bright = lambda im: _onehot((im.mean(axis=(1, 2)) > 100).astype(int))  # noqa: E731
+    dark = x // 3
+    df = R.evaluate_robustness(bright, dark, np.zeros(len(x), int), corruptions=["brightness"])
+    acc = df["accuracy"].to_numpy()
+    assert df.attrs["clean_accuracy"] == 1.0 and acc[-1] == 0.0
+    calls = []
+    counted = lambda im: calls.append(len(im)) or bright(im)  # noqa: E731
+    one_each = R.evaluate_robustness(counted, dark, np.zeros(len(x), int),
+                                     corruptions=["brightness"], max_images_per_call=len(x))
+    assert calls == [len(x)] * 6 and one_each.equals(df)  # chunking changes nothing
+    assert (np.diff(acc) <= 0).all()
+    summary = R.robustness_summary(df)
+    assert summary.loc["brightness", 0] == 1.0
+    assert summary.loc["brightness", "relative"] == pytest.approx(acc.mean())
+
+
+def test_evaluate_robustness_on_a_tiny_keras_model(faces):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    h = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(NUM_CLASSES, activation="softmax")(h))
+    x, y = faces
+    names = ["contrast", "gaussian_blur", "occlusion_patch"]
+    df = R.evaluate_robustness(model, x, y, corruptions=names, severities=[2, 4], tta="flip")
+    assert len(df) == len(names) * 2
+    assert set(df.columns) >= {"corruption", "group", "severity", "param", "accuracy",
+                               "relative_accuracy", "n"}
+    assert df["n"].eq(len(x)).all() and df["accuracy"].between(0, 1).all()
+    assert df.attrs["tta"] == "flip"
+    with pytest.raises(ValueError, match="Keras"):
+        R.evaluate_robustness(lambda im: _onehot(np.resize(y, len(im))), x, y, tta="flip")
+
+
+def test_calibration_report_fits_on_the_selection_split():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, NUM_CLASSES, 600)
+    # Overconfident: right 60% of the time but always ~97% sure.
+    pred = np.where(rng.random(600) < 0.6, y, (y + 1) % NUM_CLASSES)
+    probs = np.full((600, NUM_CLASSES), 0.005, np.float32)
+    probs[np.arange(600), pred] = 0.97
+    rep = R.calibration_report(probs[:300], y[:300], probs[300:], y[300:])
+    assert rep["temperature"] > 1.0 and rep["ece_after"] < rep["ece_before"] / 2
+    assert rep["nll_after"] < rep["nll_before"] and rep["n_report"] == 300
+    assert rep["fit_split"] == "PublicTest" and rep["report_split"] == "PrivateTest"
+    with pytest.raises(ValueError, match="another split"):
+        R.calibration_report(probs, y, probs, y, fit_split="PrivateTest")
+    fig = R.plot_reliability(rep)
+    assert len(fig.axes) == 2
+
+
+def test_tflite_benchmark_float32(tmp_path, faces):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    h = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(NUM_CLASSES, activation="softmax")(h))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    x, y = faces
+    df = R.tflite_benchmark(path, tmp_path / "tfl", x, y, representative=x,
+                            variants=["float32"], keras_latency=False)
+    assert list(df["format"]) == ["keras", "tflite float32"]
+    row = df.iloc[1]
+    assert row["agreement"] == 1.0 and row["mean_abs_prob_diff"] < 1e-4
+    assert row["accuracy"] == df.iloc[0]["accuracy"] and row["latency_ms"] > 0
+    assert (tmp_path / "tfl" / "tiny_float32.tflite").is_file()
+
+
+def test_resolve_model_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    with pytest.raises(FileNotFoundError, match="04_model_comparison.json"):
+        R.resolve_model_run(None, runs, reports)
+    (runs / "baseline_cnn").mkdir(parents=True)
+    (runs / "baseline_cnn" / "best.keras").write_bytes(b"x")
+    assert R.resolve_model_run(None, runs, reports) == runs / "baseline_cnn"
+    (runs / "vgg").mkdir()
+    (runs / "vgg" / "best.keras").write_bytes(b"x")
+    (reports / "results").mkdir(parents=True)
+    (reports / "results" / "04_model_comparison.json").write_text(
+        json.dumps({"best_run_dir": "runs/vgg"}))
+    assert R.resolve_model_run(None, "runs", "reports") == tmp_path / "runs" / "vgg"
+    assert R.resolve_model_run(runs / "baseline_cnn", runs, reports) == runs / "baseline_cnn"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        R.resolve_model_run(tmp_path / "nope", runs, reports)
+
+
+def test_stratified_sample_and_banner():
+    labels = np.repeat(np.arange(NUM_CLASSES), [50, 3, 50, 50, 50, 50, 50])
+    idx = R.stratified_sample(labels, 70, seed=1)
+    assert len(idx) == 70 and len(set(idx.tolist())) == 70 and (np.diff(idx) > 0).all()
+    counts = np.bincount(labels[idx], minlength=NUM_CLASSES)
+    assert counts[1] == 3 and counts.max() - counts[counts != 3].min() <= 1
+    assert np.array_equal(idx, R.stratified_sample(labels, 70, seed=1))
+    assert len(R.stratified_sample(labels, None)) == len(labels)
+    sub = R.random_subset(len(labels), 100, seed=2)
+    assert len(set(sub.tolist())) == 100 and (np.diff(sub) > 0).all()
+    assert np.array_equal(R.random_subset(5, None), np.arange(5))
+    assert R.SYNTHETIC_BANNER in R.banner_html(True)
+    assert R.SYNTHETIC_BANNER not in R.banner_html(False)
+
+
+def test_demo_video_and_latency_table(tmp_path):
+    path = R.compose_demo_video(tmp_path / "clip.mp4", n_frames=4, fps=4)
+    frames = R.read_frames(path, [0, 3, 10])
+    assert len(frames) == 2 and frames[0].shape == (480, 640, 3)
+    assert not np.array_equal(frames[0], frames[1])  # the face moves
+    rows = R.stage_latency_table({"detect": [0.002, 0.004], "classify": [], "total": [0.01]})
+    assert [r["stage"] for r in rows] == ["detect", "total"]
+    assert rows[0]["median_ms"] == pytest.approx(3.0)
+
+
+def test_write_results(tmp_path):
+    from fer_study.data import load_synthetic
+
+    ds = load_synthetic({"Training": 7, "PublicTest": 7, "PrivateTest": 7})
+    fig_path = tmp_path / "rep" / "figures" / "06_x_plot.png"
+    path = R.write_results(tmp_path / "rep", "06_x", {"value": float("nan"),
+                                                      "summary_table": [{"a": 1.0}]},
+                           ds, [fig_path], {"profile": "demo"})
+    out = json.loads(path.read_text())
+    assert path == tmp_path / "rep" / "results" / "06_x.json"
+    assert out["synthetic"] is True and out["value"] is None
+    assert out["figures"] == ["figures/06_x_plot.png"]
+    assert out["data"]["split_sizes"] == {"Training": 7, "PublicTest": 7, "PrivateTest": 7}
+    assert {"git", "environment", "hardware", "summary_table"} <= set(out)
+
+
+def test_records():
+    import pandas as pd
+
+    df = pd.DataFrame([{"class": "a", "n": 3, "x": 0.123456}, {"class": "b", "n": None,
+                                                                "x": np.float32(np.nan)}])
+    assert R.records(df) == [{"class": "a", "n": 3, "x": 0.123},
+                             {"class": "b", "n": None, "x": None}]
