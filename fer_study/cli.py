@@ -64,13 +64,13 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import keras
-
     from fer_study.data import load_dataset
     from fer_study.evaluate import evaluate_model
     from fer_study.provenance import stamp, write_json
 
-    model = keras.saving.load_model(args.model)
+    from fer_study.export import load_keras_model
+
+    model = load_keras_model(args.model)
     ds = load_dataset(args.data)
     out = {"model_file": str(args.model), "data": ds.provenance(), "splits": {}, **stamp()}
     for split in args.splits or ds.splits:

@@ -75,6 +75,8 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     _quiet_tf()
     import keras
 
+    import fer_study.models  # noqa: F401  registers the custom layers of transfer models
+
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for bad files
