@@ -1,0 +1,187 @@
+"""REPORT.md / REPORT.html from hand-written results files: every table matches the JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fer_study.labels import EMOTIONS
+from fer_study.report import (
+    SYNTHETIC_BANNER,
+    build_report,
+    fmt,
+    md_table,
+    parse_md_table,
+    read_results,
+    run_results_stage,
+    with_latency,
+)
+
+SYNTH = {"dataset": "synthetic demo set (procedurally drawn faces, NOT FER2013)",
+         "format": "synthetic", "synthetic": True, "seed": 0,
+         "sizes": {"Training": 70, "PublicTest": 35, "PrivateTest": 35},
+         "split_sizes": {"Training": 70, "PublicTest": 35, "PrivateTest": 35}}
+REAL = {"dataset": "FER2013", "format": "csv", "path": "/data/fer2013.csv", "synthetic": False,
+        "sha256": "ab" * 32, "split_sizes": {"Training": 28709, "PublicTest": 3589,
+                                             "PrivateTest": 3589}}
+STUDY = {"profile": "demo", "data": "synthetic", "ferplus": None,
+         "command": "make study PROFILE=demo"}
+META = {"created_utc": "2026-11-22T12:00:00Z", "git": {"commit": "0123456789abcdef",
+                                                       "dirty": False},
+        "hardware": {"cpu": "Test CPU", "cpu_count": 2, "keras_backend": "tensorflow"}}
+
+ROWS = [
+    {"model": "baseline_cnn", "kind": "scratch", "pretrained weights": "none (random init)",
+     "status": "ok", "Training acc": 0.61234, "PublicTest acc": 0.51234,
+     "PrivateTest acc": 0.50123, "PublicTest macro-F1": 0.4567, "PrivateTest macro-F1": 0.4455,
+     "params": 2345607, "size (MB)": 28.21, "CPU latency (ms/img)": 3.217,
+     "train time (s)": 1234.5, "epochs": 10},
+    {"model": "efficientnet_lite0", "kind": "transfer", "pretrained weights": "imagenet",
+     "status": "ok", "Training acc": 0.7, "PublicTest acc": 0.6049, "PrivateTest acc": 0.5998,
+     "PublicTest macro-F1": 0.55, "PrivateTest macro-F1": 0.5412, "params": 3742759,
+     "size (MB)": 24.52, "CPU latency (ms/img)": 8.9, "train time (s)": 3600.0, "epochs": 6},
+    {"model": "vgg16", "kind": "transfer", "pretrained weights": "imagenet",
+     "status": "not run: weights unavailable"},
+]
+PER_CLASS = [{"model": "baseline_cnn", **{e: round(0.1 * (i + 1), 3)
+                                          for i, e in enumerate(EMOTIONS)}},
+             {"model": "efficientnet_lite0", **{e: round(0.05 * (i + 2), 3)
+                                                for i, e in enumerate(EMOTIONS)}}]
+
+
+def _write(d, name: str, obj: dict) -> None:
+    (d / "results").mkdir(parents=True, exist_ok=True)
+    (d / "results" / f"{name}.json").write_text(json.dumps(obj))
+
+
+def _fixture(tmp_path, data=SYNTH, data04=None):
+    d = tmp_path / "reports"
+    counts = {s: {e: 10 for e in EMOTIONS} for s in ("Training", "PublicTest", "PrivateTest")}
+    counts["Training"]["Disgust"] = 1
+    _write(d, "01_data_exploration", {
+        "notebook": "01_data_exploration", "status": "ok", "class_counts": counts,
+        "summary_table": [{"split": s, **c, "total": sum(c.values())} for s, c in counts.items()],
+        "duplicates": {"method": "exact / aHash", "exact_pairs": 3, "near_pairs": 17,
+                       "by_split_pair": {"PublicTest–Training": {"exact": 2, "near": 11}}},
+        "ferplus": None, "figures": ["figures/01_data_exploration_samples.png"],
+        "study": STUDY, "data": data, **META})
+    _write(d, "04_model_comparison", {
+        "notebook": "04_model_comparison", "status": "ok", "selection_split": "PublicTest",
+        "report_split": "PrivateTest", "best_model": "efficientnet_lite0",
+        "best_run_dir": "runs/demo/efficientnet_lite0", "best_selection_accuracy": 0.6049,
+        "best_report_accuracy": 0.5998, "summary_table": ROWS, "per_class_f1": PER_CLASS,
+        "not_run": [{"model": "vgg16", "status": "not run: weights unavailable",
+                     "reason": "offline", "command": "make study PROFILE=demo ARGS=..."}],
+        "methods_table": [{"model": "baseline_cnn", "data": "synthetic", "train images": 70,
+                           "Training images": 70, "wall time (s)": 12.5}],
+        "references": {"chance": 1 / 7, "human": 0.65, "human_source": "Goodfellow 2013"},
+        "figures": ["figures/04_model_comparison_accuracy.png"],
+        "study": STUDY, "data": data04 or data, **META})
+    _write(d, "06_robustness_and_optimisation", {
+        "notebook": "06_robustness_and_optimisation", "status": "ok",
+        "relative_robustness": 0.8123, "model": "efficientnet_lite0",
+        "summary_table": [{"corruption": "blur", "accuracy": 0.41, "severity": 3},
+                          {"corruption": "noise", "accuracy": 0.3876, "severity": 3}],
+        "summary_tables": {"TFLite exports": [{"format": "int8", "size_kb": 812.3,
+                                               "accuracy": 0.598}]},
+        "study": {"profile": "demo", "data": "synthetic", "ferplus": None, "seed": 0},
+        "data": data, "figures": [], **META})
+    _write(d, "efficientnet_lite0_conversion", {"what": "weights check", "passed": True,
+                                                "max_abs_logit_diff": 7.1e-06})
+    return d
+
+
+def test_tables_match_the_json(tmp_path):
+    d = _fixture(tmp_path)
+    out = build_report(d)
+    md = out.read_text()
+    assert out == d / "REPORT.md" and (d / "REPORT.html").is_file()
+    table = parse_md_table(md, "### Model comparison")
+    assert [r["model"] for r in table] == [r["model"] for r in ROWS]
+    for got, want in zip(table, ROWS):
+        for col, cell in got.items():
+            assert cell == fmt(want.get(col)), (want["model"], col)
+    assert table[0]["PrivateTest acc"] == "0.5012" and table[0]["params"] == "2,345,607"
+    assert table[2]["status"] == "not run: weights unavailable"
+    assert table[2]["PrivateTest acc"] == "—"
+    per_class = parse_md_table(md, "### Per-class F1")
+    for got, want in zip(per_class, PER_CLASS):
+        assert got == {k: fmt(v) for k, v in want.items()}
+    splits = parse_md_table(md, "**Images per split and class**")
+    assert splits[0]["Disgust"] == "1" and splits[0]["total"] == "61"
+    # the best model, selected on PublicTest, with its PrivateTest number from the JSON
+    assert "Best model on PublicTest: `efficientnet_lite0`" in md
+    assert "0.5998" in md and "runs/demo/efficientnet_lite0" in md
+
+
+def test_sources_banner_and_generic_sections(tmp_path):
+    md = build_report(_fixture(tmp_path)).read_text()
+    assert md.count(SYNTHETIC_BANNER) >= 2  # the banner and the explanation under it
+    assert md.index(SYNTHETIC_BANNER) < md.index("## Data")
+    assert "_Source: `results/04_model_comparison.json`, made by `make study PROFILE=demo`._" \
+        in md
+    # 06 carries no command; the report derives it from the study block
+    assert "_Source: `results/06_robustness_and_optimisation.json`, made by " \
+           "`make study PROFILE=demo`._" in md
+    rob = parse_md_table(md, "## Robustness, calibration")
+    assert rob == [{"key": "relative_robustness", "value": "0.8123"},
+                   {"key": "model", "value": "efficientnet_lite0"}]
+    generic = parse_md_table(md, "| corruption | accuracy | severity |")
+    assert generic == [{"corruption": "blur", "accuracy": "0.41", "severity": "3"},
+                       {"corruption": "noise", "accuracy": "0.3876", "severity": "3"}]
+    assert parse_md_table(md, "**TFLite exports**") == [
+        {"format": "int8", "size_kb": "812.3", "accuracy": "0.598"}]
+    assert "vgg16` — not run: weights unavailable" in md
+    assert "## Other results files" in md and "max_abs_logit_diff" in md
+    assert "rarest class in Training, Disgust, has 1 of 61 images" in md
+    assert "## How to cite" in md and "fer-study: a reproducible facial emotion recognition " \
+        "study on FER2013" in md and "Goodfellow" in md and "Barsoum" in md
+    assert "![01_data_exploration_samples](figures/01_data_exploration_samples.png)" in md
+    html = (tmp_path / "reports" / "REPORT.html").read_text()
+    assert '<div class="banner">' in html and "<table>" in html
+
+
+def test_real_data_has_no_banner_and_mixed_data_warns(tmp_path):
+    md = build_report(_fixture(tmp_path, data=REAL)).read_text()
+    assert SYNTHETIC_BANNER not in md
+    assert "abababababab" in md  # the file's sha256 in the data table
+    assert "come from different data" not in md
+    md = build_report(_fixture(tmp_path / "mixed", data=REAL, data04=SYNTH)).read_text()
+    assert "come from different data" in md and SYNTHETIC_BANNER in md
+
+
+def test_no_results_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the study first"):
+        build_report(tmp_path)
+
+
+def test_read_results_skips_the_manifest(tmp_path):
+    d = _fixture(tmp_path)
+    (d / "results" / "study_manifest.json").write_text("{}")
+    assert "study_manifest" not in read_results(d)
+
+
+def test_helpers():
+    assert fmt(None) == "—" and fmt(0.123456) == "0.1235" and fmt(12345) == "12,345"
+    assert fmt(1234.5) == "1,234" and fmt(True) == "yes" and fmt("a|b") == "a\\|b"
+    assert run_results_stage("baseline_cnn") == "02_baseline_cnn"
+    assert run_results_stage("vgg16") == "03_transfer_learning__vgg16"
+    row = with_latency({"model": "m", "size (MB)": 1.0, "epochs": 2}, 3.5)
+    assert list(row) == ["model", "size (MB)", "CPU latency (ms/img)", "epochs"]
+    rows = [{"a": 1}, {"a": 2, "b": 3}]
+    assert parse_md_table("x\n" + md_table(rows), "x") == [{"a": "1", "b": "—"},
+                                                           {"a": "2", "b": "3"}]
+
+
+def test_results_outside_the_study_plan_are_left_out(tmp_path):
+    d = _fixture(tmp_path)
+    _write(d, "03_transfer_learning__resnet50", {"status": "ok", "study": STUDY, "data": SYNTH,
+                                                 "figures": ["figures/old.png"]})
+    (d / "results" / "study_manifest.json").write_text(json.dumps(
+        {"plan": ["01_data_exploration", "04_model_comparison"], "stages": {}}))
+    md = build_report(d).read_text()
+    assert "## Stale results files (left out)" in md
+    assert "`results/03_transfer_learning__resnet50.json`" in md
+    assert "`results/06_robustness_and_optimisation.json`" in md
+    assert "## Robustness, calibration" not in md and "figures/old.png" not in md

@@ -1,0 +1,239 @@
+"""The study runner: plans and profiles, an end-to-end smoke run of every notebook, the
+incremental re-run, and a failing cell that names its notebook and cell."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fer_study.cli import main
+from fer_study.report import SYNTHETIC_BANNER, fmt, parse_md_table
+from fer_study.study import (
+    PROFILES,
+    TRANSFER_BACKBONES,
+    get_profile,
+    notebook_parameters,
+    plan_study,
+    run_study,
+)
+
+CONVENTION = {"profile", "data", "ferplus", "synthetic_sizes", "runs_dir", "reports_dir", "seed"}
+
+
+# --------------------------------------------------------------------------- plans
+
+def test_demo_plan_covers_every_notebook_and_backbone():
+    names = [s.name for s in plan_study("demo")]
+    assert names == ["01_data_exploration", "02_baseline_cnn",
+                     *[f"03_transfer_learning__{b}" for b in TRANSFER_BACKBONES],
+                     "04_model_comparison", "05_gradcam", "06_robustness_and_optimisation",
+                     "07_realtime_deployment"]
+
+
+@pytest.mark.parametrize("profile", ["demo", "smoke"])
+def test_profiles_only_set_declared_parameters(profile):
+    for s in plan_study(profile, reports_dir="r"):
+        assert not s.dropped, (s.name, s.dropped)
+        assert CONVENTION <= set(notebook_parameters(s.notebook)), s.name
+        assert s.params["profile"] == profile and s.params["reports_dir"] == "r"
+
+
+@pytest.mark.parametrize("profile", ["cpu", "full"])
+def test_real_data_profiles_refuse_the_synthetic_set(profile):
+    with pytest.raises(ValueError, match="--data path/to/fer2013.csv"):
+        plan_study(profile, data="synthetic")
+    assert get_profile(profile)["requires_real_data"]
+
+
+def test_cpu_and_full_budgets():
+    cpu = PROFILES["cpu"]
+    sizes = cpu["repeat"]["03_transfer_learning"][1]
+    assert set(sizes) == set(TRANSFER_BACKBONES)
+    assert all(64 <= v["backbone_size"] <= 112 for v in sizes.values())
+    # the pretrained-vs-scratch pair gets the same input size and epochs
+    assert sizes["efficientnet_lite0"]["backbone_size"] == \
+        sizes["efficientnet_lite0_scratch"]["backbone_size"]
+    full = PROFILES["full"]
+    assert all(v["backbone_size"] == 224
+               for v in full["repeat"]["03_transfer_learning"][1].values())
+    assert full["notebooks"]["03_transfer_learning"]["fine_tune"] == "all"
+
+
+def test_overrides_apply_where_declared_and_only_selects(tmp_path):
+    stages = plan_study("demo", overrides=["epochs=3", "vgg16:backbone_size=32",
+                                           'synthetic_sizes={"Training": 70}'])
+    by = {s.name: s.params for s in stages}
+    assert "epochs" not in by["01_data_exploration"]
+    assert by["02_baseline_cnn"]["epochs"] == 3
+    assert all(by[f"03_transfer_learning__{b}"]["epochs"] == 3 for b in TRANSFER_BACKBONES)
+    assert by["03_transfer_learning__vgg16"]["backbone_size"] == 32
+    assert by["03_transfer_learning__resnet50"]["backbone_size"] == 48
+    assert by["05_gradcam"]["synthetic_sizes"] == {"Training": 70}
+    with pytest.raises(ValueError, match="no parameter 'epoch'"):
+        plan_study("demo", overrides=["epoch=3"])
+    with pytest.raises(ValueError, match="no such stage"):
+        plan_study("demo", only=["99"])
+    only = [s.name for s in plan_study("demo", only=["03", "04_model_comparison"])]
+    assert only[0] == "03_transfer_learning__vggface_vgg16" and only[-1] == "04_model_comparison"
+    assert [s.name for s in plan_study("demo", only=["resnet50"])] == \
+        ["03_transfer_learning__resnet50"]
+
+
+def test_dry_run_prints_the_plan(tmp_path, capsys):
+    rc = main(["study", "--dry-run", "--reports-dir", str(tmp_path / "r"), "--only", "01", "02"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "01_data_exploration" in out and "run (never run)" in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_refuses_cpu_profile_without_data(capsys):
+    assert main(["study", "--profile", "cpu", "--dry-run"]) == 2
+    assert "--data path/to/fer2013.csv" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- smoke run
+
+def _first_output_text(nb_path) -> str:
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "data" in out:
+                return out["data"].get("text/plain", "")
+            if "text" in out:
+                return out["text"]
+    return ""
+
+
+def test_smoke_study_runs_every_notebook_then_skips_them(tmp_path, capsys):
+    reports, runs = tmp_path / "reports", tmp_path / "runs"
+    missing = tmp_path / "no-such-weights.weights.h5"
+    args = ["study", "--profile", "smoke", "--reports-dir", str(reports), "--runs-dir", str(runs),
+            "-p", f'03_transfer_learning__mobilenetv2:weights="{missing}"']
+    t0 = time.perf_counter()
+    assert main(args) == 0, capsys.readouterr().err[-3000:]
+    first_run = capsys.readouterr().out
+    stages = [s.name for s in plan_study("smoke")]
+    for name in stages:
+        assert (reports / "results" / f"{name}.json").is_file(), name
+        assert (reports / "notebooks" / f"{name}.ipynb").is_file(), name
+        assert (reports / "notebooks" / f"{name}.html").is_file(), name
+        # the synthetic banner is every executed notebook's first output
+        assert SYNTHETIC_BANNER in _first_output_text(reports / "notebooks" / f"{name}.ipynb")
+        assert f"{name}" in first_run
+    figures = {p.name for p in (reports / "figures").glob("*.png")}
+    for f in ("01_data_exploration_class_distribution.png", "01_data_exploration_samples.png",
+              "01_data_exploration_mean_faces.png", "02_baseline_cnn_learning_curves.png",
+              "03_transfer_learning__efficientnet_lite0_learning_curves.png",
+              "04_model_comparison_accuracy.png", "04_model_comparison_confusions.png"):
+        assert f in figures, f
+    assert any(f.startswith("05_") for f in figures) and any(f.startswith("06_")
+                                                             for f in figures)
+
+    res = {n: json.loads((reports / "results" / f"{n}.json").read_text()) for n in stages}
+    mnv2 = res["03_transfer_learning__mobilenetv2"]
+    assert mnv2["status"] == "not run: weights unavailable"
+    assert str(missing) in mnv2["reason"] and "--only 03_transfer_learning__mobilenetv2" in \
+        mnv2["command"]
+    assert not (runs / "mobilenetv2" / "best.keras").exists()  # nothing trained
+    assert "NOT RUN: WEIGHTS UNAVAILABLE" in _all_text(
+        reports / "notebooks" / "03_transfer_learning__mobilenetv2.ipynb")
+    comp = res["04_model_comparison"]
+    assert comp["best_model"] in ("baseline_cnn", "efficientnet_lite0")
+    assert comp["best_run_dir"] == str(runs / comp["best_model"])
+    sel = [r for r in comp["summary_table"] if r["status"] == "ok"]
+    assert comp["best_selection_accuracy"] == max(r["PublicTest acc"] for r in sel)
+    for r in res["01_data_exploration"], comp:
+        assert r["data"]["synthetic"] is True and r["study"]["profile"] == "smoke"
+
+    md = (reports / "REPORT.md").read_text()
+    assert md.count(SYNTHETIC_BANNER) >= 2 and (reports / "REPORT.html").is_file()
+    table = parse_md_table(md, "### Model comparison")
+    assert [r["model"] for r in table] == ["baseline_cnn", "efficientnet_lite0", "mobilenetv2"]
+    for got, want in zip(table, comp["summary_table"]):
+        assert got == {k: fmt(want.get(k)) for k in got}
+    # ... and the same numbers as the training notebooks' own results files
+    base = res["02_baseline_cnn"]["summary"]
+    for key in ("Training acc", "PublicTest acc", "PrivateTest acc", "PrivateTest macro-F1"):
+        assert table[0][key] == fmt(base[key])
+    assert table[2]["status"] == "not run: weights unavailable"
+    manifest = json.loads((reports / "results" / "study_manifest.json").read_text())
+    assert all(manifest["stages"][n]["status"] == "ok" for n in stages)
+    elapsed = time.perf_counter() - t0
+
+    # Second run: nothing changed, so every stage is skipped and no kernel starts.
+    mtimes = {p: p.stat().st_mtime for p in (reports / "notebooks").glob("*.ipynb")}
+    t1 = time.perf_counter()
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("skipped (unchanged") == len(stages), second
+    assert "running" not in second
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+    assert time.perf_counter() - t1 < 60
+    print(f"smoke study: {elapsed:.0f}s")
+
+
+def _all_text(nb_path) -> str:
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return "\n".join(json.dumps(o) for c in nb.cells for o in c.get("outputs", []))
+
+
+# --------------------------------------------------------------------------- failures
+
+def _notebook(path, *cells: str) -> None:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = new_code_cell('reports_dir = "reports"\nprofile = "demo"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *[new_code_cell(c) for c in cells]]
+    nbformat.write(nb, str(path))
+
+
+WRITE_RESULT = ("import json, pathlib\n"
+                "p = pathlib.Path(reports_dir) / 'results' / '{name}.json'\n"
+                "p.parent.mkdir(parents=True, exist_ok=True)\n"
+                "p.write_text(json.dumps({{'status': 'ok', 'study': {{'profile': profile}}}}))")
+
+
+def test_failing_cell_fails_the_run_naming_notebook_and_cell(tmp_path, capsys):
+    nbs, reports = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _notebook(nbs / "01_ok.ipynb", WRITE_RESULT.format(name="01_ok"))
+    _notebook(nbs / "02_broken.ipynb", "x = 1", "y = 2\nratio = x / 0\nz = 3",
+              WRITE_RESULT.format(name="02_broken"))
+    profile = {"name": "unit", "notebooks": {"01_ok": {}, "02_broken": {}}}
+    kw = {"reports_dir": str(reports), "notebooks_dir": nbs, "progress": False}
+    assert run_study(profile, **kw) == 1
+    err = capsys.readouterr().err
+    assert "stage 02_broken failed" in err and str(nbs / "02_broken.ipynb") in err
+    assert "cell: index 2 of 02_broken.ipynb" in err
+    assert "line 2 raised" in err and ">   2 | ratio = x / 0" in err
+    assert "ZeroDivisionError: division by zero" in err
+    partial = reports / "notebooks" / "02_broken.ipynb"
+    assert partial.is_file() and "ZeroDivisionError" in _all_text(partial)
+    manifest = json.loads((reports / "results" / "study_manifest.json").read_text())
+    assert manifest["stages"]["01_ok"]["status"] == "ok"
+    assert manifest["stages"]["02_broken"]["status"] == "failed"
+    assert not (reports / "REPORT.md").exists()
+
+    # Fixed: the finished stage is skipped, only the failed one runs again.
+    _notebook(nbs / "02_broken.ipynb", "x = 1", WRITE_RESULT.format(name="02_broken"))
+    assert run_study(profile, **kw) == 0
+    out = capsys.readouterr().out
+    assert "01_ok" in out and "skipped (unchanged" in out and "02_broken" in out
+    assert (reports / "REPORT.md").is_file()
+
+
+def test_a_notebook_that_writes_no_results_fails(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_silent.ipynb", "x = 1")
+    rc = run_study({"notebooks": {"01_silent": {}}}, reports_dir=str(tmp_path / "r"),
+                   notebooks_dir=nbs, progress=False)
+    assert rc == 1
+    assert "finished without writing" in capsys.readouterr().err
