@@ -500,7 +500,9 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
                 f"≈ {fmt(ref.get('human'))} ({ref.get('human_source', HUMAN_SOURCE)}).", ""]
     lat = res.get("latency") or {}
     if lat:
-        out += [f"CPU latency: {lat.get('method', '')}", ""]
+        out += [f"CPU latency: {lat.get('method', '')}. Size: the saved `best.keras` "
+                "checkpoint on disk (it includes the optimizer state of the trainable weights; "
+                "deployable TFLite sizes are in the optimisation section when it was run).", ""]
     if res.get("best_model"):
         out += [f"**Best model on {sel}: `{res['best_model']}`** ({sel} accuracy "
                 f"{fmt(res.get('best_selection_accuracy'))}; its {rep} accuracy, measured "
