@@ -66,9 +66,8 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_study.data import load_dataset
     from fer_study.evaluate import evaluate_model
-    from fer_study.provenance import stamp, write_json
-
     from fer_study.export import load_keras_model
+    from fer_study.provenance import stamp, write_json
 
     model = load_keras_model(args.model)
     ds = load_dataset(args.data)

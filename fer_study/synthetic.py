@@ -201,7 +201,7 @@ def _draw_face(label: int, rng: np.random.Generator, size: int, d: float) -> np.
     cv2.polylines(img, [nose[1]], False, int(ink), stroke, _LINE, _SHIFT)
     if p["wrinkle"] > 0.5:
         cv2.polylines(img, list(pts(_WRINKLE_U, _WRINKLE_V)), False,
-                      int(ink + 0.25 * (skin - ink)), max(1, stroke - 2), _LINE, _SHIFT)  # fmt: skip
+                      int(ink + 0.25 * (skin - ink)), max(1, stroke - 2), _LINE, _SHIFT)
 
     # Mouth: lip midline y(t) = v0 - curve * t^2, parted by open_up / open_lo with a
     # (1 - t^2)^round profile; asym lifts one side of the upper lip (Disgust).
