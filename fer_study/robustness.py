@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fer_study.labels import CHANCE_ACCURACY, EMOTIONS, IMAGE_SIZE
+from fer_study.report import project_path
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 FER_PACKAGE_RELATIVE_ROBUSTNESS = 0.79  # the bar to beat (see the module docstring)
@@ -373,18 +374,6 @@ def tflite_benchmark(model_file: str | Path, out_dir: str | Path, images: np.nda
 
 
 # --------------------------------------------------------------------------- notebook helpers
-
-def project_path(path: str | Path) -> Path:
-    """A relative path taken from the repository root when run from `notebooks/` (Jupyter
-    starts kernels in the notebook's folder; papermill in the caller's)."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    base = Path.cwd()
-    if base.name == "notebooks" and (base.parent / "fer_study").is_dir():
-        base = base.parent
-    return base / p
-
 
 def resolve_model_run(model_run: str | Path | None, runs_dir: str | Path,
                       reports_dir: str | Path) -> Path:
