@@ -409,7 +409,7 @@ def _sample(images: np.ndarray, limit: int) -> np.ndarray:
 def cmd_export(args: argparse.Namespace) -> int:
     """``export`` subcommand; returns the process exit code (2 on a handled error)."""
     try:
-        model = args.model or str(default_model_path("keras"))
+        model = args.model_file or args.model or str(default_model_path("keras"))
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         rep = check = None
         if args.data:
@@ -441,7 +441,11 @@ def add_export_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="convert a .keras classifier to TFLite (float32, dynamic, int8)",
         description="Convert a .keras classifier to TFLite variants and report agreement.",
     )
-    p.add_argument("--model", help="input .keras file (default: the shipped model)")
+    p.add_argument("model_file", nargs="?", metavar="MODEL",
+                   help="input .keras file (default: the shipped model)")
+    p.add_argument("--model", help="same as MODEL")
+    p.add_argument("--format", default="tflite", choices=("tflite",),
+                   help="export format (TFLite is the one the realtime pipeline runs)")
     p.add_argument("--out-dir", default="runs/export", help="output folder (default: runs/export)")
     p.add_argument("--name", help="file stem of the outputs (default: the model file's stem)")
     p.add_argument(

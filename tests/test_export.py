@@ -191,6 +191,10 @@ def test_cli_export_errors_exit_2(tmp_path, capsys):
     args = _parse(["export", "--model", str(tmp_path / "missing.keras")])
     assert args.func(args) == 2
     assert "model file not found" in capsys.readouterr().err
+    # the positional form of the issue's `export MODEL --format tflite` names the same file
+    args = _parse(["export", str(tmp_path / "other.keras"), "--format", "tflite"])
+    assert args.func(args) == 2
+    assert "other.keras" in capsys.readouterr().err
     model_path = tmp_path / "m.keras"
     tiny_model().save(model_path)
     args = _parse(["export", "--model", str(model_path), "--out-dir", str(tmp_path)])
