@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if ds.is_synthetic:
         print("error: the shipped model must be trained on real FER2013", file=sys.stderr)
         return 2
-    model = keras.saving.load_model(run / "best.keras")
+    # compile=False: the shipped file needs no optimizer state; the in-memory model is what
+    # gets evaluated, exported and saved, so a checkpoint written meanwhile cannot slip in.
+    model = keras.saving.load_model(run / "best.keras", compile=False)
     metrics = {}
     for split in ("PublicTest", "PrivateTest"):
         x, y = ds.split(split)
@@ -94,15 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         report = export_tflite(model, tmp, ["float32"], check=x_pub[:1000], name="default_model")
         entry = report["variants"]["float32"]
         shutil.copyfile(entry["path"], DEFAULT_TFLITE_MODEL)
-    shutil.copyfile(run / "best.keras", DEFAULT_KERAS_MODEL)
+    model.save(DEFAULT_KERAS_MODEL)
     # The shipped TFLite file is what the realtime pipeline runs: measure it, on PrivateTest,
     # with the same centre-crop input as the Keras numbers (no TTA).
     x, y = ds.split("PrivateTest")
     clf = TFLiteClassifier(DEFAULT_TFLITE_MODEL)
     size = clf.input_size
-    crop = x if size == x.shape[1] else x[:, (48 - size) // 2:(48 - size) // 2 + size,
-                                             (48 - size) // 2:(48 - size) // 2 + size]
-    tfl_acc = float((clf.predict(as_model_input(crop, size)).argmax(1) == y).mean())
+    # as_model_input centre-crops 48 px faces for smaller models, as predict_probs does
+    tfl_acc = float((clf.predict(as_model_input(x, size)).argmax(1) == y).mean())
 
     meta = {
         "model": cfg["model"], "input_size": size,
