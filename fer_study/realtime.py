@@ -39,6 +39,7 @@ from typing import IO, Any, Protocol
 import cv2
 import numpy as np
 
+from fer_study.data import sha256_file
 from fer_study.export import (
     DEFAULT_KERAS_MODEL,
     DEFAULT_TFLITE_MODEL,
@@ -176,10 +177,6 @@ def yunet_cache_path() -> Path:
     return Path(base) / "fer_study" / YUNET_FILENAME
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _yunet_help(dest: Path) -> str:
     return (
         f"download {YUNET_URL} by hand and put it at {dest} (or point ${YUNET_ENV} or "
@@ -208,7 +205,7 @@ def resolve_yunet_model(
             return path
     dest = cache_path or yunet_cache_path()
     if dest.is_file():
-        digest = _sha256(dest)
+        digest = sha256_file(dest)
         if digest != YUNET_SHA256:
             raise RealtimeError(
                 f"cached YuNet model {dest} has sha256 {digest}, expected {YUNET_SHA256}: "

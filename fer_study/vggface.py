@@ -15,7 +15,6 @@ stage-5 output, *before* keras-vggface's fixed 7x7 ``avg_pool``, so any input si
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,8 @@ import h5py
 import keras
 import numpy as np
 from keras import layers, ops
+
+from fer_study.data import sha256_file  # noqa: F401  (public here too: tests use it)
 
 ARCHS: tuple[str, ...] = ("vgg16", "resnet50", "senet50")
 
@@ -253,14 +254,6 @@ def load_vggface_weights(model: keras.Model, path: str | os.PathLike[str]) -> No
         assignments.append((layer, [a for _, a in weights]))
     for layer, arrays in assignments:
         layer.set_weights(arrays)
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_weights_dir() -> Path:

