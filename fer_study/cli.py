@@ -91,6 +91,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fer_study.report import build_report
+
+    path = build_report(args.reports_dir, readme=None if args.no_readme else args.readme)
+    print(f"report: {path} and {path.with_suffix('.html')}"
+          + ("" if args.no_readme else f"; results section of {args.readme} regenerated"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-study", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,9 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=_cmd_models)
 
+    r = sub.add_parser("report", help="rebuild REPORT.md/html and the README's results "
+                                      "section from reports/results/*.json")
+    r.add_argument("--reports-dir", default="reports")
+    r.add_argument("--readme", default="README.md")
+    r.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    r.set_defaults(func=_cmd_report)
+
     for module, hook in (("fer_study.export", "add_export_subcommand"),
                          ("fer_study.realtime", "add_realtime_subcommands"),
-                         ("fer_study.study", "add_study_subcommand")):
+                         ("fer_study.study", "add_study_subcommand"),
+                         ("fer_study.leaderboard", "add_leaderboard_subcommand")):
         _register(sub, module, hook)
     return p
 

@@ -54,6 +54,36 @@ _PREPROCESS = {
 
 
 @keras.saving.register_keras_serializable(package="fer_study")
+class HorizontalFlip(layers.Layer):
+    """Mirror (N, H, W, C) images left-right: flip test-time augmentation inside a graph."""
+
+    def call(self, x):
+        return ops.flip(x, axis=2)
+
+
+def deployment_model(members: list[keras.Model], flip: bool = False,
+                     name: str = "fer_deployment") -> keras.Model:
+    """One model for the real-time pipeline: the mean of `members`' probabilities (a small
+    ensemble), each also on the mirror image when `flip` (flip TTA in the graph). Members
+    must share an input size; each keeps its own weights, under its own name."""
+    if not members:
+        raise ValueError("deployment_model needs at least one model")
+    shapes = {tuple(m.input_shape[1:]) for m in members}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members must share one input shape, got {sorted(shapes)}")
+    inp = keras.Input(shapes.pop(), name="image")
+    views = [inp, HorizontalFlip(name="mirror")(inp)] if flip else [inp]
+    outs = []
+    for i, m in enumerate(members):
+        # A fresh functional wrapper gives each member a unique name (two seeds of one
+        # architecture share a name) while sharing the trained layers.
+        wrapped = keras.Model(m.input, m.output, name=f"member{i}_{m.name}")
+        outs += [wrapped(v) for v in views]
+    out = outs[0] if len(outs) == 1 else layers.Average(name="probs")(outs)
+    return keras.Model(inp, out, name=name)
+
+
+@keras.saving.register_keras_serializable(package="fer_study")
 class BackbonePreprocess(layers.Layer):
     """A backbone's input normalisation from RGB 0..255, as a saved layer of the model."""
 

@@ -583,7 +583,11 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
     ran = sum(o.status == "ok" for o in outcomes)
     print(f"study: {ran} stage(s) run, {len(outcomes) - ran} skipped, {total:.1f}s")
     if report:
-        path = build_report(reports)
+        # The README's results section is regenerated only from the repository's own
+        # reports/ folder, so a study written elsewhere (tests, experiments) leaves it alone.
+        readme = REPO_ROOT / "README.md"
+        own = reports.resolve() == (REPO_ROOT / "reports").resolve() and readme.is_file()
+        path = build_report(reports, readme=readme if own else None)
         print(f"report: {path} and {path.with_suffix('.html')}")
     return 0
 

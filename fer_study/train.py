@@ -73,6 +73,26 @@ class RunConfig:
         return cls(**d)
 
 
+def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
+    """The `python -m fer_study train` command line that recreates config `cfg` (a dict),
+    with the data file written as `data_arg` (paths differ between machines)."""
+    default = RunConfig().to_json()
+    direct = {"model": "--model", "epochs": "--epochs", "batch_size": "--batch-size",
+              "lr": "--lr", "input_size": "--input-size", "seed": "--seed"}
+    parts = ["python -m fer_study train", f"--data {data_arg}"]
+    if cfg.get("ferplus"):
+        parts.append("--ferplus data/fer2013new.csv")
+    for key, flag in direct.items():
+        if cfg[key] != default[key] or key == "model":
+            parts.append(f"{flag} {cfg[key]}")
+    skip = set(direct) | {"data", "ferplus", "run_dir", "verbose"}
+    for f in RunConfig.__dataclass_fields__.values():
+        k = f.name
+        if k not in skip and cfg[k] != default[k]:
+            parts.append(f"--set '{k}={json.dumps(cfg[k])}'")
+    return " ".join(parts)
+
+
 @dataclass
 class RunResult:
     run_dir: Path

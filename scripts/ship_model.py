@@ -1,13 +1,20 @@
-"""Package a trained run as the shipped default model (fer_study/assets/).
+"""Package trained runs as the shipped default model (fer_study/assets/).
 
-    python scripts/ship_model.py RUN_DIR --data path/to/fer2013.csv [--allow-incomplete]
+    python scripts/ship_model.py RUN_DIR [RUN_DIR ...] --data path/to/fer2013.csv [--flip]
+                                 [--allow-incomplete]
 
-Copies the run's best-on-PublicTest checkpoint to ``default_model.keras``, exports it to
-``default_model.tflite`` (float32; agreement with Keras checked on PublicTest), and writes
-``default_model.json``: the command that reproduces the training, the config, the data
-provenance, and the PublicTest / PrivateTest metrics of exactly the shipped weights (measured
-here, not copied by hand). A run that has not finished can be shipped only with
-``--allow-incomplete``, and the metadata then says how far it got.
+One run: its best-on-PublicTest checkpoint. Several runs: a small ensemble, the mean of their
+probabilities, as one model. ``--flip`` puts flip test-time augmentation inside the model
+(the mean over the face and its mirror image), so the real-time pipeline gets it for the cost
+of a second forward pass. Which runs, and whether to flip, should be chosen on PublicTest, as
+``python -m fer_study leaderboard`` does; this script records, but never looks at,
+PrivateTest for that choice.
+
+Writes ``default_model.keras``, ``default_model.tflite`` (float32; agreement with Keras
+checked on PublicTest) and ``default_model.json``: the commands that reproduce each member's
+training, their configs, the data provenance, and the PublicTest / PrivateTest metrics of
+exactly the shipped model (measured here, not copied by hand). A run that has not finished
+can be shipped only with ``--allow-incomplete``, and the metadata then says how far it got.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ import json
 import shutil
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 from fer_study.data import load_dataset
@@ -31,59 +37,58 @@ from fer_study.export import (
 )
 from fer_study.labels import EMOTIONS
 from fer_study.provenance import stamp, write_json
-from fer_study.train import RunConfig
+from fer_study.train import reproduce_command
 
 ASSETS = DEFAULT_KERAS_MODEL.parent
 META = ASSETS / "default_model.json"
 
 
-def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
-    """The `python -m fer_study train` command line that recreates this config."""
-    default = RunConfig().to_json()
-    direct = {"model": "--model", "epochs": "--epochs", "batch_size": "--batch-size",
-              "lr": "--lr", "input_size": "--input-size", "seed": "--seed"}
-    parts = ["python -m fer_study train", f"--data {data_arg}"]
-    if cfg.get("ferplus"):
-        parts.append("--ferplus data/fer2013new.csv")
-    for key, flag in direct.items():
-        if cfg[key] != default[key] or key == "model":
-            parts.append(f"{flag} {cfg[key]}")
-    skip = set(direct) | {"data", "ferplus", "run_dir", "verbose"}
-    for f in fields(RunConfig):
-        k = f.name
-        if k not in skip and cfg[k] != default[k]:
-            parts.append(f"--set '{k}={json.dumps(cfg[k])}'")
-    return " ".join(parts)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="the FER2013 csv the run was trained on")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--data", required=True, help="the FER2013 csv the runs were trained on")
+    p.add_argument("--flip", action="store_true", help="flip TTA inside the shipped model")
     p.add_argument("--allow-incomplete", action="store_true")
     args = p.parse_args(argv)
 
     import keras
 
-    run = Path(args.run_dir)
-    cfg = json.loads((run / "config.json").read_text())
-    state = json.loads((run / "state.json").read_text())
-    if not state.get("completed") and not args.allow_incomplete:
-        print(f"error: {run} has not finished (epoch {state['epoch']} of {cfg['epochs']}); "
-              "pass --allow-incomplete to ship its best checkpoint so far", file=sys.stderr)
-        return 2
+    from fer_study.models import deployment_model
+
     ds = load_dataset(args.data)
     if ds.is_synthetic:
         print("error: the shipped model must be trained on real FER2013", file=sys.stderr)
         return 2
-    # compile=False: the shipped file needs no optimizer state; the in-memory model is what
-    # gets evaluated, exported and saved, so a checkpoint written meanwhile cannot slip in.
-    model = keras.saving.load_model(run / "best.keras", compile=False)
+    members, nets = [], []
+    for run in map(Path, args.run_dirs):
+        cfg = json.loads((run / "config.json").read_text())
+        state = json.loads((run / "state.json").read_text())
+        if not state.get("completed") and not args.allow_incomplete:
+            print(f"error: {run} has not finished (epoch {state['epoch']} of {cfg['epochs']}); "
+                  "pass --allow-incomplete to ship its best checkpoint so far", file=sys.stderr)
+            return 2
+        # compile=False: the shipped file needs no optimizer state; the in-memory model is
+        # what gets evaluated, exported and saved, so a checkpoint written meanwhile cannot
+        # slip in.
+        nets.append(keras.saving.load_model(run / "best.keras", compile=False))
+        members.append({
+            "run": run.name, "model": cfg["model"],
+            "command": reproduce_command(cfg),
+            "status": "completed" if state.get("completed") else
+            f"in progress: best checkpoint after {state['epoch']} of {cfg['epochs']} epochs",
+            "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+            "train_seconds": round(state.get("train_seconds", 0.0), 1),
+            "config": cfg,
+        })
+    single = len(nets) == 1 and not args.flip
+    model = nets[0] if single else deployment_model(nets, flip=args.flip)
     metrics = {}
     for split in ("PublicTest", "PrivateTest"):
         x, y = ds.split(split)
         metrics[split] = {}
-        for tta in dict.fromkeys(("none", cfg["tta"])):
+        # "none" is what the pipeline runs (any --flip is inside the model); ten-crop, outside
+        # the model, is reported for reference.
+        for tta in ("none", "tencrop"):
             m = metrics_from_probs(predict_probs(model, x, tta=tta), y)
             metrics[split][tta] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "top2_accuracy",
                                                     "ece")}
@@ -105,23 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     # as_model_input centre-crops 48 px faces for smaller models, as predict_probs does
     tfl_acc = float((clf.predict(as_model_input(x, size)).argmax(1) == y).mean())
 
+    archs = [m["model"] for m in members]
     meta = {
-        "model": cfg["model"], "input_size": size,
+        "model": archs[0] if len(archs) == 1 else "ensemble of " + " + ".join(archs),
+        "tta_in_model": "flip" if args.flip else "none",
+        "input_size": size,
         "labels": list(EMOTIONS),
         "params": int(model.count_params()),
         "files": {"keras": DEFAULT_KERAS_MODEL.name, "tflite": DEFAULT_TFLITE_MODEL.name,
                   "keras_bytes": DEFAULT_KERAS_MODEL.stat().st_size,
                   "tflite_bytes": DEFAULT_TFLITE_MODEL.stat().st_size},
-        "training": {
-            "command": reproduce_command(cfg),
-            "status": "completed" if state.get("completed") else
-            f"in progress: best checkpoint after {state['epoch']} of {cfg['epochs']} epochs",
-            "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-            "train_seconds": round(state.get("train_seconds", 0.0), 1),
-            "config": cfg,
-        },
+        "members": members,
         "data": {k: v for k, v in ds.provenance().items() if k != "path"},
-        "selection": "checkpoint with the best PublicTest accuracy; PrivateTest reported only",
+        "selection": "each member: its checkpoint with the best PublicTest accuracy; the "
+                     "members and the flip option: chosen on PublicTest "
+                     "(python -m fer_study leaderboard); PrivateTest reported only",
+        "command": "python scripts/ship_model.py " + " ".join(
+            [*(f"runs/{m['run']}" for m in members), "--data data/fer2013.csv"]
+            + (["--flip"] if args.flip else [])),
         "metrics": metrics,
         "tflite": {"variant": "float32", "privatetest_accuracy_no_tta": tfl_acc,
                    "top1_agreement_with_keras_publictest": entry.get("top1_agreement"),

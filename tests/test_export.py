@@ -243,3 +243,16 @@ def test_classifier_handles_a_fixed_batch_model(exported, tmp_path):
     got = clf.predict(x)  # chunks of 2, 2 and a padded 1
     assert got.shape == (5, NUM_CLASSES)
     np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-4)
+
+
+def test_ensemble_with_flip_inside_exports_and_agrees(tmp_path):
+    from fer_study.models import deployment_model
+
+    ens = deployment_model([tiny_model(size=44), tiny_model(size=44)], flip=True)
+    report = export_tflite(ens, tmp_path, variants=("float32",), check=face_like_images(20),
+                           name="ens")
+    assert report["variants"]["float32"]["top1_agreement"] == 1.0
+    clf = TFLiteClassifier(tmp_path / "ens_float32.tflite")
+    x = face_like_images(3)
+    want = ens.predict(as_model_input(x, 44)[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(clf.predict(as_model_input(x, 44)), want, atol=1e-4)

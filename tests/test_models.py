@@ -102,3 +102,26 @@ def test_transfer_model_saves_and_reloads(tmp_path):
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_deployment_model_is_the_mean_over_members_and_mirrors(tmp_path):
+    from fer_study import models
+    from fer_study.models import deployment_model
+
+    a = models.mini_xception(44, filters=(8, 16))
+    b = models.mini_xception(44, filters=(8, 16))  # same architecture and name: a second seed
+    x = np.random.default_rng(0).uniform(0, 255, (5, 44, 44, 1)).astype("float32")
+    pa, pb = (m.predict(x, verbose=0) for m in (a, b))
+    pa_m, pb_m = (m.predict(x[:, :, ::-1], verbose=0) for m in (a, b))
+    ens = deployment_model([a, b], flip=True)
+    want = (pa + pb + pa_m + pb_m) / 4
+    np.testing.assert_allclose(ens.predict(x, verbose=0), want, atol=1e-5)
+    np.testing.assert_allclose(deployment_model([a]).predict(x, verbose=0), pa, atol=1e-6)
+    path = tmp_path / "ens.keras"
+    ens.save(path)
+    back = keras.saving.load_model(path, compile=False)
+    np.testing.assert_allclose(back.predict(x, verbose=0), want, atol=1e-5)
+    with pytest.raises(ValueError, match="input shape"):
+        deployment_model([a, models.mini_xception(48, filters=(8, 16))])
+    with pytest.raises(ValueError, match="at least one"):
+        deployment_model([])

@@ -185,3 +185,65 @@ def test_results_outside_the_study_plan_are_left_out(tmp_path):
     assert "`results/03_transfer_learning__resnet50.json`" in md
     assert "`results/06_robustness_and_optimisation.json`" in md
     assert "## Robustness, calibration" not in md and "figures/old.png" not in md
+
+
+BEST = {"title": "Best models (accuracy push)", "status": "ok",
+        "selection": "highest PublicTest accuracy over runs, ensembles and TTA modes",
+        "selected": "ens", "selected_tta": "tencrop", "selected_runs": ["a", "b"],
+        "selected_publictest_accuracy": 0.7012, "selected_privatetest_accuracy": 0.7123,
+        "selected_privatetest_macro_f1": 0.6789, "selected_disgust_recall": 0.4545,
+        "summary_table": [
+            {"model": "a", "TTA": "none", "PublicTest acc": 0.61, "PrivateTest acc": 0.62},
+            {"model": "a", "TTA": "tencrop", "PublicTest acc": 0.63, "PrivateTest acc": 0.64},
+            {"model": "ens (selected)", "TTA": "tencrop", "PublicTest acc": 0.7012,
+             "PrivateTest acc": 0.7123, "Disgust recall": 0.4545}],
+        "seed_table": [{"recipe": "mini_xception", "TTA": "none", "PublicTest acc mean": 0.6}],
+        "runs": {"a": {"command": "python -m fer_study train --model mini_xception"}},
+        "ensembles": {"ens": ["a", "b"]}, "data": REAL, **META}
+
+
+def test_readme_results_section_is_generated_from_the_json(tmp_path):
+    d = _fixture(tmp_path, data=REAL)
+    _write(d, "best_models", BEST)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Results\n\n<!-- results:begin -->\nstale 0.99\n"
+                      "<!-- results:end -->\n\n## After\n")
+    md = build_report(d, readme=readme).read_text()
+    text = readme.read_text()
+    assert "stale 0.99" not in text and text.endswith("## After\n")
+    assert text.count("<!-- results:begin -->") == 1
+    comp = parse_md_table(text, "**Study comparison**")
+    assert [r["model"] for r in comp] == [r["model"] for r in ROWS]
+    assert comp[1]["PrivateTest acc"] == fmt(ROWS[1]["PrivateTest acc"])
+    best = parse_md_table(text, "**Best models**")
+    # one row per model: its best TTA on PublicTest, and the selected row
+    assert [(r["model"], r["TTA"]) for r in best] == [("a", "tencrop"),
+                                                      ("ens (selected)", "tencrop")]
+    assert SYNTHETIC_BANNER not in text
+    # the report has the full best-model table and the commands
+    full = parse_md_table(md, "## Best models (accuracy push)")
+    assert len(full) == 3 and full[2]["PrivateTest acc"] == "0.7123"
+    assert "python -m fer_study train --model mini_xception" in md
+
+
+def test_readme_without_markers_gets_a_section_and_demo_data_is_labelled(tmp_path):
+    d = _fixture(tmp_path)  # synthetic
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    build_report(d, readme=readme)
+    text = readme.read_text()
+    assert text.startswith("# x\n\n## Results\n\n<!-- results:begin -->")
+    assert SYNTHETIC_BANNER in text
+    build_report(d, readme=readme)  # regenerating replaces, never duplicates
+    assert readme.read_text() == text
+
+
+def test_cli_report_rebuilds_report_and_readme(tmp_path, capsys):
+    from fer_study.cli import main
+
+    d = _fixture(tmp_path, data=REAL)
+    readme = tmp_path / "README.md"
+    assert main(["report", "--reports-dir", str(d), "--readme", str(readme)]) == 0
+    assert (d / "REPORT.md").is_file() and "<!-- results:end -->" in readme.read_text()
+    assert main(["report", "--reports-dir", str(tmp_path / "empty"), "--no-readme"]) == 2
+    assert "run the study first" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""The best-model table: finished runs (and small ensembles of them) under each test-time
+augmentation, one selection on PublicTest, PrivateTest reported.
+
+    python -m fer_study leaderboard RUN_DIR [RUN_DIR ...] --data fer2013.csv \
+        [--ensemble NAME=RUN_DIR,RUN_DIR] [--output reports/results/best_models.json]
+
+Every candidate (run or ensemble x TTA mode) is scored on PublicTest and PrivateTest from each
+run's best-on-PublicTest checkpoint; the *selected* candidate is the one with the highest
+PublicTest accuracy, so choosing among recipes, TTA modes and ensembles never looks at
+PrivateTest. Runs that share a recipe (same config apart from the seed) are also summarised
+as mean and spread over seeds. The JSON is what the report's and the README's best-model
+tables are made from.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_study.data import Dataset, load_dataset
+from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
+from fer_study.provenance import stamp, write_json
+from fer_study.train import reproduce_command
+
+SELECT, REPORT = "PublicTest", "PrivateTest"
+TITLE = "Best models (accuracy push)"
+
+
+@dataclass
+class Candidate:
+    name: str
+    runs: list[str]
+    tta: str
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (N, 7)
+
+
+def _load_run(run_dir: Path) -> dict:
+    for f in ("config.json", "metrics.json", "best.keras"):
+        if not (run_dir / f).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished run folder (no {f})")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    met = json.loads((run_dir / "metrics.json").read_text())
+    return {"dir": run_dir, "name": run_dir.name, "config": cfg, "metrics": met}
+
+
+def recipe_key(cfg: Mapping) -> str:
+    """Configs that differ only by seed / run folder / verbosity are one recipe."""
+    return json.dumps({k: v for k, v in cfg.items() if k not in ("seed", "run_dir", "verbose")},
+                      sort_keys=True)
+
+
+def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) -> dict:
+    members = [runs[r] for r in c.runs]
+    rep = metrics_from_probs(c.probs[REPORT], ds.split(REPORT)[1])
+    sel_acc = float((c.probs[SELECT].argmax(1) == ds.split(SELECT)[1]).mean())
+    hw = members[0]["metrics"].get("hardware") or {}
+    return {
+        "model": c.name + (" (selected)" if selected else ""),
+        "runs": len(members),
+        "architecture": " + ".join(sorted({m["config"]["model"] for m in members})),
+        "TTA": c.tta,
+        f"{SELECT} acc": sel_acc,
+        f"{REPORT} acc": rep["accuracy"],
+        f"{REPORT} macro-F1": rep["macro_f1"],
+        "Disgust recall": rep["per_class"]["Disgust"]["recall"],
+        "params": sum(int(m["metrics"]["params"]["total"]) for m in members),
+        "epochs": " + ".join(str(m["metrics"].get("epochs_run")) for m in members),
+        "train time (min)": round(sum(m["metrics"].get("train_seconds", 0.0)
+                                      for m in members) / 60, 1),
+        "hardware": f"{hw.get('cpu', '?')} x{hw.get('cpu_count', '?')} "
+                    f"({hw.get('keras_backend', '?')})",
+    }
+
+
+def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
+                      ensembles: Mapping[str, Sequence[str]] | None = None,
+                      ttas: Sequence[str] = TTA_MODES, progress: bool = True) -> dict:
+    """Score runs and ensembles under each TTA mode; select on PublicTest. See module doc."""
+    import keras
+    from tqdm.auto import tqdm
+
+    runs = {}
+    for d in run_dirs:
+        r = _load_run(Path(d))
+        if r["name"] in runs:
+            raise ValueError(f"two run folders are named {r['name']!r}; names must differ")
+        runs[r["name"]] = r
+    if not runs:
+        raise ValueError("give at least one run folder")
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    want = ds.provenance().get("sha256")
+    for n, r in runs.items():
+        got = (r["metrics"].get("data") or {}).get("sha256")
+        if want and got and got != want:
+            raise ValueError(f"run {n!r} was trained on different data (sha256 {got[:12]}) "
+                             f"than {data} ({want[:12]})")
+    missing = [s for s in (SELECT, REPORT) if s not in ds.splits]
+    if missing:
+        raise ValueError(f"{data} has no {' / '.join(missing)} split: the leaderboard follows "
+                         f"the fer2013.csv protocol (select on {SELECT}, report {REPORT})")
+    for t in ttas:
+        if t not in TTA_MODES:
+            raise ValueError(f"unknown TTA mode {t!r}; choose from {TTA_MODES}")
+    ensembles = dict(ensembles or {})
+    for name, members in ensembles.items():
+        missing = [m for m in members if m not in runs]
+        if missing or len(members) < 2:
+            raise ValueError(f"ensemble {name!r} needs 2+ of the given runs "
+                             f"({sorted(runs)}); unknown: {missing}")
+        if name in runs:
+            raise ValueError(f"ensemble name {name!r} is also a run name")
+
+    probs: dict[tuple[str, str, str], np.ndarray] = {}
+    todo = [(n, t, s) for n in runs for t in ttas for s in (SELECT, REPORT)]
+    models: dict[str, keras.Model] = {}
+    for n, t, s in tqdm(todo, desc="predicting", disable=not progress):
+        if n not in models:
+            models[n] = keras.saving.load_model(runs[n]["dir"] / "best.keras", compile=False)
+        probs[(n, t, s)] = predict_probs(models[n], ds.split(s)[0], tta=t)
+    cands = [Candidate(n, [n], t, {s: probs[(n, t, s)] for s in (SELECT, REPORT)})
+             for n in runs for t in ttas]
+    for name, members in ensembles.items():
+        for t in ttas:
+            cands.append(Candidate(name, list(members), t, {
+                s: np.mean([probs[(m, t, s)] for m in members], axis=0)
+                for s in (SELECT, REPORT)}))
+
+    y_sel = ds.split(SELECT)[1]
+    # Highest PublicTest accuracy; ties go to the cheaper candidate (fewer runs, fewer views).
+    cost = {t: i for i, t in enumerate(TTA_MODES)}
+    best = max(cands, key=lambda c: (float((c.probs[SELECT].argmax(1) == y_sel).mean()),
+                                     -len(c.runs), -cost[c.tta]))
+    rows = [_row(c, runs, ds, c is best) for c in cands]
+
+    seeds = []
+    groups: dict[str, list[str]] = {}
+    for n, r in runs.items():
+        groups.setdefault(recipe_key(r["config"]), []).append(n)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for t in ttas:
+            accs = {s: [float((probs[(m, t, s)].argmax(1) == ds.split(s)[1]).mean())
+                        for m in members] for s in (SELECT, REPORT)}
+            seeds.append({"recipe": runs[members[0]]["config"]["model"], "runs": ", ".join(members),
+                          "TTA": t,
+                          **{f"{s} acc mean": statistics.mean(a) for s, a in accs.items()},
+                          **{f"{s} acc sd": statistics.stdev(a) for s, a in accs.items()}})
+
+    best_row = next(r for r in rows if r["model"].endswith("(selected)"))
+    return {
+        "title": TITLE,
+        "status": "ok",
+        "selection": f"highest {SELECT} accuracy over runs, ensembles and TTA modes; "
+                     f"{REPORT} is reported, never used to choose",
+        "selected": best.name, "selected_tta": best.tta,
+        "selected_runs": best.runs,
+        f"selected_{SELECT.lower()}_accuracy": best_row[f"{SELECT} acc"],
+        f"selected_{REPORT.lower()}_accuracy": best_row[f"{REPORT} acc"],
+        f"selected_{REPORT.lower()}_macro_f1": best_row[f"{REPORT} macro-F1"],
+        "selected_disgust_recall": best_row["Disgust recall"],
+        "summary_table": rows,
+        "seed_table": seeds,
+        "runs": {n: {"run_dir": str(r["dir"]), "config": r["config"],
+                     "command": reproduce_command(r["config"]),
+                     "epochs_run": r["metrics"].get("epochs_run"),
+                     "best_epoch": r["metrics"].get("best_epoch"),
+                     "train_seconds": r["metrics"].get("train_seconds"),
+                     "hardware": r["metrics"].get("hardware"),
+                     "git": r["metrics"].get("git")} for n, r in runs.items()},
+        "ensembles": {k: list(v) for k, v in ensembles.items()},
+        "data": ds.provenance(),
+        **stamp(),
+    }
+
+
+def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:
+    out = {}
+    for item in items or ():
+        name, sep, members = item.partition("=")
+        if not sep or not name or not members:
+            raise ValueError(f"--ensemble wants NAME=RUN,RUN (run folder names), got {item!r}")
+        out[name] = [Path(m).name for m in members.split(",") if m]
+    return out
+
+
+def _cmd(args) -> int:
+    res = build_leaderboard(args.runs, args.data, _parse_ensembles(args.ensemble),
+                            ttas=args.tta or TTA_MODES)
+    res["command"] = "python -m fer_study leaderboard " + " ".join(sys.argv[2:]) \
+        if sys.argv[1:2] == ["leaderboard"] else None
+    path = write_json(args.output, res)
+    print(f"selected on {SELECT}: {res['selected']} (tta {res['selected_tta']}): "
+          f"{SELECT} {res[f'selected_{SELECT.lower()}_accuracy']:.4f}, "
+          f"{REPORT} {res[f'selected_{REPORT.lower()}_accuracy']:.4f}; wrote {path}")
+    return 0
+
+
+def add_leaderboard_subcommand(sub) -> None:
+    p = sub.add_parser("leaderboard", help="score finished runs and ensembles; select on "
+                                           "PublicTest; write the best-model JSON")
+    p.add_argument("runs", nargs="+", help="run folders (each with best.keras, metrics.json)")
+    p.add_argument("--data", required=True, help="the FER2013 csv the runs were trained on")
+    p.add_argument("--ensemble", action="append", metavar="NAME=RUN,RUN",
+                   help="average the probabilities of these runs (folder names)")
+    p.add_argument("--tta", action="append", choices=TTA_MODES,
+                   help="TTA modes to score (default: all)")
+    p.add_argument("--output", default="reports/results/best_models.json")
+    p.set_defaults(func=_cmd)

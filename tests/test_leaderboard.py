@@ -1,0 +1,97 @@
+"""The best-model table: selection on PublicTest only, ensembles, seed summaries, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_study.cli import main
+from fer_study.data import load_synthetic
+from fer_study.evaluate import predict_probs
+from fer_study.leaderboard import SELECT, build_leaderboard, recipe_key
+from fer_study.train import RunConfig, reproduce_command, train
+
+SIZES = {"Training": 280, "PublicTest": 140, "PrivateTest": 140}
+FAST = {"model": "mini_xception", "data": "synthetic", "synthetic_sizes": SIZES, "epochs": 1,
+        "batch_size": 32, "lr": 3e-3, "model_kwargs": {"l2": 1e-4}, "verbose": 0,
+        "patience": 0, "tta": "none", "input_size": 44}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for seed in (0, 1):
+        cfg = RunConfig(**FAST, seed=seed, run_dir=str(root / f"s{seed}"))
+        train(cfg)
+        dirs.append(root / f"s{seed}")
+    return dirs, load_synthetic(SIZES)
+
+
+def test_selects_on_publictest_and_scores_ensembles(two_seeds):
+    dirs, ds = two_seeds
+    res = build_leaderboard(dirs, ds, ensembles={"pair": ["s0", "s1"]},
+                            ttas=("none", "flip"), progress=False)
+    rows = res["summary_table"]
+    assert len(rows) == 2 * 2 + 2  # runs x TTA, plus the ensemble x TTA
+    selected = [r for r in rows if r["model"].endswith("(selected)")]
+    assert len(selected) == 1
+    assert selected[0][f"{SELECT} acc"] == max(r[f"{SELECT} acc"] for r in rows)
+    assert res["selected_publictest_accuracy"] == selected[0][f"{SELECT} acc"]
+
+    # The ensemble averages its members' probabilities.
+    import keras
+
+    x, y = ds.split("PrivateTest")
+    p = np.mean([predict_probs(keras.saving.load_model(d / "best.keras"), x, tta="flip")
+                 for d in dirs], axis=0)
+    ens = next(r for r in rows if r["model"].startswith("pair") and r["TTA"] == "flip")
+    assert ens["runs"] == 2
+    assert ens["PrivateTest acc"] == pytest.approx(float((p.argmax(1) == y).mean()))
+
+    # Two seeds of one recipe: a mean / sd row per TTA mode.
+    assert [r["TTA"] for r in res["seed_table"]] == ["none", "flip"]
+    accs = [r["PublicTest acc"] for r in rows if r["model"].split(" ")[0] in ("s0", "s1")
+            and r["TTA"] == "none"]
+    assert res["seed_table"][0]["PublicTest acc mean"] == pytest.approx(np.mean(accs))
+    assert res["runs"]["s0"]["command"].startswith("python -m fer_study train")
+
+
+def test_recipe_ignores_seed_and_folder_only():
+    a = RunConfig(seed=0, run_dir="a").to_json()
+    assert recipe_key(a) == recipe_key({**a, "seed": 3, "run_dir": "b"})
+    assert recipe_key(a) != recipe_key({**a, "lr": 0.5})
+
+
+def test_reproduce_command_round_trips_nondefault_fields():
+    cfg = RunConfig(model="vgg_style", epochs=7, label_smoothing=0.1,
+                    model_kwargs={"width": 16}).to_json()
+    cmd = reproduce_command(cfg)
+    assert "--model vgg_style" in cmd and "--epochs 7" in cmd
+    assert "--set 'label_smoothing=0.1'" in cmd
+    assert """--set 'model_kwargs={"width": 16}'""" in cmd
+    assert "--lr" not in cmd  # defaults are left out
+
+
+def test_bad_input_is_reported(two_seeds, tmp_path, capsys):
+    dirs, ds = two_seeds
+    with pytest.raises(ValueError, match="ensemble 'e'"):
+        build_leaderboard(dirs, ds, ensembles={"e": ["s0", "nope"]}, progress=False)
+    with pytest.raises(FileNotFoundError, match="not a finished run folder"):
+        build_leaderboard([tmp_path], ds, progress=False)
+    assert main(["leaderboard", str(dirs[0]), "--data", "synthetic",
+                 "--ensemble", "no-equals-sign"]) == 2
+    assert "NAME=RUN" in capsys.readouterr().err
+
+
+def test_cli_writes_json(two_seeds, tmp_path, monkeypatch):
+    dirs, _ = two_seeds
+    out = tmp_path / "best.json"
+    # The CLI loads data by name; the default synthetic sizes differ from the runs' but the
+    # split names are the same, which is all the table needs.
+    assert main(["leaderboard", *map(str, dirs), "--data", "synthetic", "--tta", "none",
+                 "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["selected"] in ("s0", "s1") and res["data"]["synthetic"] is True
