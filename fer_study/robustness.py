@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fer_study.labels import CHANCE_ACCURACY, EMOTIONS, IMAGE_SIZE
+from fer_study.provenance import REPO_ROOT
 from fer_study.report import project_path
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -374,6 +375,16 @@ def tflite_benchmark(model_file: str | Path, out_dir: str | Path, images: np.nda
 
 
 # --------------------------------------------------------------------------- notebook helpers
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it (results files then
+    read the same on every machine), else as given."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
 
 def resolve_model_run(model_run: str | Path | None, runs_dir: str | Path,
                       reports_dir: str | Path) -> Path:

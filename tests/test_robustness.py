@@ -227,3 +227,11 @@ def test_records():
                                                                 "x": np.float32(np.nan)}])
     assert R.records(df) == [{"class": "a", "n": 3, "x": 0.123},
                              {"class": "b", "n": None, "x": None}]
+
+
+def test_repo_relative_paths_in_results(tmp_path):
+    from fer_study.provenance import REPO_ROOT
+    from fer_study.robustness import repo_relative
+
+    assert repo_relative(REPO_ROOT / "runs" / "cpu" / "x") == "runs/cpu/x"
+    assert repo_relative(tmp_path) == str(tmp_path)
