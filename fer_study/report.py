@@ -642,6 +642,11 @@ def _best_models_section(res: Mapping) -> list[str]:
            f"{fmt(res.get('selected_privatetest_macro_f1'))}, Disgust recall "
            f"{fmt(res.get('selected_disgust_recall'))}. Data: {data_identity(res.get('data'))}.",
            "", md_table(res.get("summary_table", [])), ""]
+    dep = res.get("deployable")
+    if dep:
+        out += [f"Best on PublicTest among candidates the real-time pipeline can run in one "
+                f"model call (TTA none or flip): `{dep.get('name')}` with TTA "
+                f"`{dep.get('tta')}`.", ""]
     if res.get("seed_table"):
         out += ["**Mean and spread over seeds** (runs sharing a recipe):", "",
                 md_table(res["seed_table"]), ""]

@@ -40,6 +40,8 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
     assert len(selected) == 1
     assert selected[0][f"{SELECT} acc"] == max(r[f"{SELECT} acc"] for r in rows)
     assert res["selected_publictest_accuracy"] == selected[0][f"{SELECT} acc"]
+    dep = res["deployable"]
+    assert dep["tta"] in ("none", "flip") and dep["ship_command"].startswith("python scripts/")
 
     # The ensemble averages its members' probabilities.
     import keras
