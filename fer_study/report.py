@@ -252,6 +252,34 @@ def with_latency(row: dict, latency_ms: float | None) -> dict:
 
 # --------------------------------------------------------------------------- formatting
 
+def pretrained_vs_scratch(rows: Sequence[Mapping], sel: str = "PublicTest",
+                          rep: str = "PrivateTest") -> list[dict]:
+    """Each pretrained model next to its from-scratch twin (registry name + ``_scratch``),
+    when both ran: accuracies and the difference in percentage points, whichever way it
+    goes. Both are trained by the same profile, so data, input size and epochs match."""
+    by_name = {r["model"]: r for r in rows}
+    out = []
+    for r in rows:
+        twin = by_name.get(f"{r['model']}_scratch")
+        if r.get("kind") != "transfer" or twin is None:
+            continue
+        row: dict[str, Any] = {"architecture": r["model"],
+                               "pretrained weights": r.get("pretrained weights"),
+                               "pretrained status": r.get("status"),
+                               "scratch status": twin.get("status")}
+        for split in (sel, rep):
+            a, b = r.get(f"{split} acc"), twin.get(f"{split} acc")
+            row[f"{split} acc pretrained"] = a
+            row[f"{split} acc scratch"] = b
+            row[f"{split} difference (points)"] = (round(100 * (a - b), 2)
+                                                  if a is not None and b is not None else None)
+        row["epochs (pretrained / scratch)"] = f"{fmt(r.get('epochs'))} / {fmt(twin.get('epochs'))}"
+        row["train time (s) (pretrained / scratch)"] = (f"{fmt(r.get('train time (s)'))} / "
+                                                        f"{fmt(twin.get('train time (s)'))}")
+        out.append(row)
+    return out
+
+
 def fmt(v: Any) -> str:
     """One table cell. Floats keep 4 significant digits; None is a dash."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -620,6 +648,20 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
         out += [f"- **`{r['model']}` — {r['status']}.** {reason}"
                 + (f" Run it with `{r['command']}`." if r.get("command") else "")]
     out += [""] if res.get("not_run") else []
+    pvs = pretrained_vs_scratch(res.get("summary_table", []), sel or "PublicTest",
+                                rep or "PrivateTest")
+    if pvs:
+        out += ["### Pretrained vs from scratch (same architecture, data, input size and "
+                "epochs)", "", md_table(pvs), ""]
+        for r in pvs:
+            d = r.get(f"{rep} difference (points)")
+            if d is not None:
+                out += [f"- `{r['architecture']}` with {r['pretrained weights']} weights vs "
+                        f"from scratch: {rep} {fmt(r[f'{rep} acc pretrained'])} vs "
+                        f"{fmt(r[f'{rep} acc scratch'])}, a difference of {d:+.2f} points "
+                        f"({'pretraining helped' if d > 0 else 'pretraining did not help'} "
+                        "under this budget; one seed each)."]
+        out += [""]
     if res.get("per_class_f1"):
         out += [f"### Per-class F1 on {rep}", "", md_table(res["per_class_f1"]), "",
                 _source("04_model_comparison", res), ""]

@@ -247,3 +247,23 @@ def test_cli_report_rebuilds_report_and_readme(tmp_path, capsys):
     assert (d / "REPORT.md").is_file() and "<!-- results:end -->" in readme.read_text()
     assert main(["report", "--reports-dir", str(tmp_path / "empty"), "--no-readme"]) == 2
     assert "run the study first" in capsys.readouterr().err
+
+
+def test_pretrained_vs_scratch_is_reported_whichever_way_it_goes(tmp_path):
+    from fer_study.report import pretrained_vs_scratch
+
+    twin = {"model": "efficientnet_lite0_scratch", "kind": "scratch", "status": "ok",
+            "pretrained weights": "none (random init)", "PublicTest acc": 0.6149,
+            "PrivateTest acc": 0.6098, "epochs": 6, "train time (s)": 7200.0}
+    rows = [*ROWS, twin]
+    pvs = pretrained_vs_scratch(rows)
+    assert len(pvs) == 1 and pvs[0]["architecture"] == "efficientnet_lite0"
+    assert pvs[0]["PrivateTest difference (points)"] == -1.0  # 0.5998 - 0.6098
+    d = _fixture(tmp_path, data=REAL)
+    res = json.loads((d / "results" / "04_model_comparison.json").read_text())
+    res["summary_table"] = rows
+    _write(d, "04_model_comparison", res)
+    md = build_report(d).read_text()
+    table = parse_md_table(md, "### Pretrained vs from scratch")
+    assert table[0]["PrivateTest acc scratch"] == "0.6098"
+    assert "a difference of -1.00 points (pretraining did not help" in md
