@@ -224,6 +224,9 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
     full = parse_md_table(md, "## Best models (accuracy push)")
     assert len(full) == 3 and full[2]["PrivateTest acc"] == "0.7123"
     assert "python -m fer_study train --model mini_xception" in md
+    assert "PrivateTest accuracy: reached (0.7123)" in md
+    _write(d, "best_models", {**BEST, "selected_privatetest_accuracy": 0.6543})
+    assert "0.6543, 4.6 points short" in build_report(d).read_text()
 
 
 def test_readme_without_markers_gets_a_section_and_demo_data_is_labelled(tmp_path):
