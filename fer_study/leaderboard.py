@@ -31,6 +31,7 @@ from fer_study.train import reproduce_command
 SELECT, REPORT = "PublicTest", "PrivateTest"
 TITLE = "Best models (accuracy push)"
 DEPLOYABLE_TTA = ("none", "flip")
+DEPLOY_MAX_PASSES = 2
 
 
 @dataclass
@@ -138,9 +139,11 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
     best = max(cands, key=lambda c: (float((c.probs[SELECT].argmax(1) == y_sel).mean()),
                                      -len(c.runs), -cost[c.tta]))
     rows = [_row(c, runs, ds, c is best) for c in cands]
-    # For the real-time pipeline: the best candidate whose TTA fits inside one model call
-    # (flip is two views; ten-crop's ten views would cost ten forward passes per face).
-    live = [c for c in cands if c.tta in DEPLOYABLE_TTA]
+    # For the real-time pipeline: the best candidate that fits one model call of at most
+    # DEPLOY_MAX_PASSES network passes per face (runs x views: flip is two views, ten-crop
+    # ten), which keeps the classifier near the 1 ms per face budget on one CPU core.
+    live = [c for c in cands if c.tta in DEPLOYABLE_TTA
+            and len(c.runs) * (2 if c.tta == "flip" else 1) <= DEPLOY_MAX_PASSES]
     deploy = max(live, key=lambda c: (float((c.probs[SELECT].argmax(1) == y_sel).mean()),
                                       -len(c.runs), -cost[c.tta])) if live else None
 
@@ -173,6 +176,8 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
         "selected_disgust_recall": best_row["Disgust recall"],
         "deployable": None if deploy is None else {
             "name": deploy.name, "tta": deploy.tta, "runs": deploy.runs,
+            "rule": f"best {SELECT} accuracy with TTA in {DEPLOYABLE_TTA} and at most "
+                    f"{DEPLOY_MAX_PASSES} network passes per face",
             "ship_command": "python scripts/ship_model.py "
             + " ".join(str(runs[r]["dir"]) for r in deploy.runs) + " --data DATA"
             + (" --flip" if deploy.tta == "flip" else "")},

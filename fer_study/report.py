@@ -704,9 +704,8 @@ def _best_models_section(res: Mapping) -> list[str]:
                 f"{minutes:.0f} training minutes in all on the hardware listed.", ""]
     dep = res.get("deployable")
     if dep:
-        out += [f"Best on PublicTest among candidates the real-time pipeline can run in one "
-                f"model call (TTA none or flip): `{dep.get('name')}` with TTA "
-                f"`{dep.get('tta')}`.", ""]
+        out += [f"For the real-time pipeline ({dep.get('rule', 'TTA none or flip')}): "
+                f"`{dep.get('name')}` with TTA `{dep.get('tta')}`.", ""]
     if res.get("seed_table"):
         out += ["**Mean and spread over seeds** (runs sharing a recipe):", "",
                 md_table(res["seed_table"]), ""]

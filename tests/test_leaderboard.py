@@ -42,6 +42,7 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
     assert res["selected_publictest_accuracy"] == selected[0][f"{SELECT} acc"]
     dep = res["deployable"]
     assert dep["tta"] in ("none", "flip") and dep["ship_command"].startswith("python scripts/")
+    assert not (dep["name"] == "pair" and dep["tta"] == "flip")  # 4 passes: over budget
 
     # The ensemble averages its members' probabilities.
     import keras
