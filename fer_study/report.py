@@ -472,9 +472,10 @@ def _best_rows_compact(best: Mapping) -> list[dict]:
 
 
 def _shipped_model() -> dict | None:
-    p = REPO_ROOT / "fer_study" / "assets" / "default_model.json"
+    from fer_study.export import DEFAULT_MODEL_META
+
     try:
-        return json.loads(p.read_text())
+        return json.loads(DEFAULT_MODEL_META.read_text())
     except (OSError, json.JSONDecodeError):
         return None
 

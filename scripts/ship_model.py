@@ -30,6 +30,7 @@ from fer_study.data import load_dataset
 from fer_study.evaluate import metrics_from_probs, predict_probs
 from fer_study.export import (
     DEFAULT_KERAS_MODEL,
+    DEFAULT_MODEL_META,
     DEFAULT_TFLITE_MODEL,
     TFLiteClassifier,
     as_model_input,
@@ -40,7 +41,7 @@ from fer_study.provenance import stamp, write_json
 from fer_study.train import reproduce_command
 
 ASSETS = DEFAULT_KERAS_MODEL.parent
-META = ASSETS / "default_model.json"
+META = DEFAULT_MODEL_META
 
 
 def main(argv: list[str] | None = None) -> int:
