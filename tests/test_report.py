@@ -270,3 +270,22 @@ def test_pretrained_vs_scratch_is_reported_whichever_way_it_goes(tmp_path):
     table = parse_md_table(md, "### Pretrained vs from scratch")
     assert table[0]["PrivateTest acc scratch"] == "0.6098"
     assert "a difference of -1.00 points (pretraining did not help" in md
+
+
+def test_sources_name_the_command_each_file_records(tmp_path):
+    """A file written by a script is attributed to the command it records, never to the
+    study; a file that records nothing and no known script says 'not recorded'."""
+    d = _fixture(tmp_path)
+    _write(d, "benchmark_realtime", {"command": "python scripts/benchmark_realtime.py --x 1",
+                                     "started": "2026-11-23T02:48:43+0000"})
+    _write(d, "mystery", {"value": 1})
+    md = build_report(d).read_text()
+    sources = {r["file"]: r for r in parse_md_table(md, "## Sources")}
+    assert sources["results/benchmark_realtime.json"]["command"] == \
+        "python scripts/benchmark_realtime.py --x 1"
+    assert sources["results/benchmark_realtime.json"]["made"] == "2026-11-23T02:48:43+0000"
+    assert sources["results/efficientnet_lite0_conversion.json"]["command"].startswith(
+        "python scripts/verify_efficientnet_lite.py")
+    assert sources["results/mystery.json"]["command"] == "not recorded"
+    assert sources["results/04_model_comparison.json"]["command"] == "make study PROFILE=demo"
+    assert "made by `python -m fer_study study`" not in md
