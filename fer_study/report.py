@@ -449,7 +449,46 @@ def readme_results(results: dict[str, dict], root: Path) -> str:
     shipped = _shipped_model()
     if shipped:
         out += [_shipped_line(shipped), ""]
+    for name in ("benchmark_realtime", "benchmark_robustness"):
+        if results.get(name):
+            out += [_benchmark_line(name, results[name]), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _benchmark_line(name: str, res: Mapping) -> str:
+    """One README sentence per benchmark file, every number read from it."""
+    if name == "benchmark_robustness":
+        ours, fer = res.get("ours") or {}, res.get("fer") or {}
+        line = (f"**Robustness** (`{res.get('command')}`; {res.get('images')} "
+                f"{data_identity(res.get('data'))} {res.get('split')} faces under every "
+                f"corruption and severity): the shipped model keeps "
+                f"{fmt(ours.get('relative_robustness'))} of its clean accuracy "
+                f"{fmt(ours.get('clean_accuracy'))}")
+        if fer:
+            line += (f"; the `fer` package's classifier keeps "
+                     f"{fmt(fer.get('relative_robustness'))} of {fmt(fer.get('clean_accuracy'))}")
+        return line + "."
+    targets = res.get("targets") or {}
+    acc = res.get("accuracy") or {}
+    runs = [r for r in res.get("runs", []) if (r.get("ours") or {}).get("fps_mean")
+            and r.get("faces") == 1 and r.get("threads", 1) == 1]
+    line = f"**Real-time benchmark** (`{res.get('command')}`): "
+    parts = []
+    for r in runs:
+        if r.get("fps_ratio_ours_over_fer") is not None:
+            parts.append(f"{r.get('faces')} face(s), {r.get('detector', 'haar')}, detect every "
+                         f"{r.get('detect_every')}: {fmt(r['ours']['fps_mean'])} FPS, "
+                         f"{fmt(r['fps_ratio_ours_over_fer'])}x `fer`")
+    line += "; ".join(parts[:4]) if parts else "no FPS comparison with `fer` recorded"
+    if acc.get("fer") is not None:
+        line += (f". Classifier accuracy on {acc.get('split')}: ours {fmt(acc.get('ours'))}, "
+                 f"`fer` {fmt(acc.get('fer'))}")
+    missed = [k for k, v in targets.items() if v is False]
+    missed += [f"{k}: {kk}" for k, v in targets.items() if isinstance(v, Mapping)
+               for kk, vv in v.items() if vv is False]
+    if missed:
+        line += f". Targets not met: {', '.join(missed)}"
+    return line + "."
 
 
 def update_readme(readme: str | os.PathLike, results: dict[str, dict] | None = None,
@@ -753,7 +792,7 @@ def _generic_section(name: str, res: Mapping, level: str = "##") -> list[str]:
         out += [f"Status: **{res['status']}**" + (f" — {res['reason']}" if res.get("reason")
                                                   else ""), ""]
     scalars = [{"key": k, "value": v} for k, v in res.items()
-               if k not in META_KEYS and isinstance(v, (int, float, str, bool))
+               if k not in META_KEYS and k != "title" and isinstance(v, (int, float, str, bool))
                and not (isinstance(v, str) and len(v) > 200)]
     if scalars:
         out += [md_table(scalars), ""]

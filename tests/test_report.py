@@ -289,3 +289,29 @@ def test_sources_name_the_command_each_file_records(tmp_path):
     assert sources["results/mystery.json"]["command"] == "not recorded"
     assert sources["results/04_model_comparison.json"]["command"] == "make study PROFILE=demo"
     assert "made by `python -m fer_study study`" not in md
+
+
+def test_readme_benchmark_lines_read_their_numbers_from_the_files(tmp_path):
+    from fer_study.report import readme_results
+
+    d = _fixture(tmp_path, data=REAL)
+    _write(d, "benchmark_robustness", {
+        "command": "python scripts/benchmark_robustness.py --data d.csv", "images": 1000,
+        "split": "PrivateTest", "data": REAL,
+        "ours": {"relative_robustness": 0.7741, "clean_accuracy": 0.612},
+        "fer": {"relative_robustness": 0.69, "clean_accuracy": 0.667}})
+    _write(d, "benchmark_realtime", {
+        "command": "python scripts/benchmark_realtime.py", "accuracy": {
+            "split": "PrivateTest", "ours": 0.6222, "fer": 0.6578},
+        "runs": [{"threads": 1, "faces": 1, "detector": "haar", "detect_every": 5,
+                  "ours": {"fps_mean": 161.7}, "fps_ratio_ours_over_fer": 18.27},
+                 {"threads": 2, "faces": 3, "detector": "haar", "detect_every": 1,
+                  "ours": {"fps_mean": 50.0}, "fps_ratio_ours_over_fer": 5.0}],
+        "targets": {"equal_or_better_accuracy_than_fer": False,
+                    "haar": {"e2e_ge_30fps": True, "ge_10x_fer_fps": False}}})
+    text = readme_results(read_results(d), d)
+    assert "the shipped model keeps 0.7741 of its clean accuracy 0.612" in text
+    assert "classifier keeps 0.69 of 0.667" in text
+    assert "detect every 5: 161.7 FPS, 18.27x `fer`" in text and "50 FPS" not in text
+    assert "ours 0.6222, `fer` 0.6578" in text
+    assert "Targets not met: equal_or_better_accuracy_than_fer, haar: ge_10x_fer_fps." in text
