@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -40,6 +41,18 @@ def test_profiles_only_set_declared_parameters(profile):
         assert not s.dropped, (s.name, s.dropped)
         assert CONVENTION <= set(notebook_parameters(s.notebook)), s.name
         assert s.params["profile"] == profile and s.params["reports_dir"] == "r"
+
+
+def test_demo_never_writes_over_the_committed_real_study(tmp_path):
+    """The committed reports/ are the real-data study; the demo and smoke profiles default to
+    their own git-ignored folders, and an explicit --reports-dir still wins."""
+    assert {s.params["reports_dir"] for s in plan_study("demo")} == {"reports/demo"}
+    assert {s.params["reports_dir"] for s in plan_study("smoke")} == {"reports/smoke"}
+    csv = tmp_path / "fer2013.csv"
+    assert {s.params["reports_dir"] for s in plan_study("cpu", data=str(csv))} == {"reports"}
+    assert {s.params["reports_dir"] for s in plan_study("demo", reports_dir="x")} == {"x"}
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "reports/demo/" in ignored and "reports/smoke/" in ignored
 
 
 @pytest.mark.parametrize("profile", ["cpu", "full"])
