@@ -689,9 +689,13 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
             md_table(res.get("summary_table", [])), "",
             _source("04_model_comparison", res), ""]
     ref = res.get("references") or {}
+    majority = _majority_rate(results.get("01_data_exploration"), rep or "PrivateTest")
     if ref:
-        out += [f"Reference points: chance = {fmt(ref.get('chance'))} (1/7); human accuracy "
-                f"≈ {fmt(ref.get('human'))} ({ref.get('human_source', HUMAN_SOURCE)}).", ""]
+        out += [f"Reference points: chance = {fmt(ref.get('chance'))} (1/7)"
+                + (f"; always answering the majority class ({majority[0]}) = "
+                   f"{fmt(majority[1])} on {rep}" if majority else "")
+                + f"; human accuracy ≈ {fmt(ref.get('human'))} "
+                f"({ref.get('human_source', HUMAN_SOURCE)}).", ""]
     lat = res.get("latency") or {}
     if lat:
         out += [f"CPU latency: {lat.get('method', '')}. Size: the saved `best.keras` "
@@ -720,6 +724,12 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
                         f"{fmt(r[f'{rep} acc scratch'])}, a difference of {d:+.2f} points "
                         f"({'pretraining helped' if d > 0 else 'pretraining did not help'} "
                         "under this budget; one seed each)."]
+                for arm in ("pretrained", "scratch"):
+                    acc = r.get(f"{rep} acc {arm}")
+                    if majority and acc is not None and abs(acc - majority[1]) < 0.005:
+                        out += [f"  - The {arm} model's {rep} accuracy is the majority-class "
+                                f"rate ({majority[0]}, {fmt(majority[1])}): under this budget "
+                                "it did not learn beyond answering the most frequent class."]
         out += [""]
     if res.get("per_class_f1"):
         out += [f"### Per-class F1 on {rep}", "", md_table(res["per_class_f1"]), "",
@@ -731,6 +741,16 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
         out += ["Per-run figures (learning curves, confusion matrices, per-class scores): "
                 + ", ".join(f"[{Path(f).stem}]({f})" for f in run_figs), ""]
     return out
+
+
+def _majority_rate(explore: Mapping | None, split: str) -> tuple[str, float] | None:
+    """(class, share) of the most frequent class of `split`, from notebook 01's counts."""
+    counts = ((explore or {}).get("class_counts") or {}).get(split) or {}
+    total = sum(counts.values())
+    if not total:
+        return None
+    top = max(counts, key=counts.get)
+    return top, counts[top] / total
 
 
 def _best_models_section(res: Mapping) -> list[str]:

@@ -315,3 +315,18 @@ def test_readme_benchmark_lines_read_their_numbers_from_the_files(tmp_path):
     assert "detect every 5: 161.7 FPS, 18.27x `fer`" in text and "50 FPS" not in text
     assert "ours 0.6222, `fer` 0.6578" in text
     assert "Targets not met: equal_or_better_accuracy_than_fer, haar: ge_10x_fer_fps." in text
+
+
+def test_majority_class_reference_and_a_scratch_twin_stuck_on_it(tmp_path):
+    rows = [*ROWS[:2], {"model": "efficientnet_lite0_scratch", "kind": "scratch",
+                        "pretrained weights": "none (random init)", "status": "ok",
+                        "PublicTest acc": 0.1429, "PrivateTest acc": 1 / 7, "epochs": 6}]
+    d = _fixture(tmp_path)
+    res = json.loads((d / "results" / "04_model_comparison.json").read_text())
+    res["summary_table"] = rows
+    _write(d, "04_model_comparison", res)
+    md = build_report(d).read_text()
+    # PrivateTest has 10 faces per class in the fixture: the first of the tied classes
+    assert "always answering the majority class (Angry) = 0.1429 on PrivateTest" in md
+    assert "The scratch model's PrivateTest accuracy is the majority-class rate" in md
+    assert "The pretrained model's PrivateTest accuracy is the majority-class" not in md
