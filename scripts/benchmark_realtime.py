@@ -198,6 +198,25 @@ def load_fer() -> tuple[Any, list[str]]:
     return FER, notes
 
 
+def fer_classifier(FER: Any) -> Any:
+    """fer's bundled classifier with fer's own preprocessing (resize to 64x64, scale to
+    [-1, 1]): uint8 (N, 48, 48) faces -> (N, 7) probabilities, columns in our label order."""
+    from fer_study.labels import EMOTIONS
+
+    det = FER(mtcnn=False)
+    names = FER._get_labels()  # fer's index -> name; reorder to ours by name
+    order = [next(i for i, n in names.items() if n == e.lower()) for e in EMOTIONS]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        faces = np.stack([cv2.resize(f, (64, 64)) for f in x]).astype(np.float32)
+        faces = (faces / 255.0 - 0.5) * 2.0
+        out = [np.asarray(det._classify_emotions(faces[i:i + 512]))
+               for i in range(0, len(faces), 512)]
+        return np.concatenate(out)[:, order]
+
+    return predict
+
+
 class FerRunner:
     """``fer.FER(mtcnn=False).detect_emotions`` on the same frames, in rounds."""
 
@@ -280,27 +299,26 @@ def bench_classifiers(
     return out
 
 
+def tflite_classifier(model: Path) -> Any:
+    """uint8 (N, 48, 48) faces -> (N, 7) probabilities through a deployed TFLite file, as the
+    real-time pipeline runs it (one centre crop)."""
+    clf = export.TFLiteClassifier(model)
+    return lambda x: clf.predict(export.as_model_input(x, clf.input_size))
+
+
 def privatetest_accuracy(csv: str, deployed: Path, FER: Any | None) -> dict[str, Any]:
     """Classifier accuracy on the FER2013 PrivateTest faces (no detection: the dataset's own
     48x48 crops), ours through the deployed TFLite file and fer's through its own
     preprocessing (resize to 64x64, scale to [-1, 1]) and bundled classifier."""
     from fer_study.data import load_dataset
-    from fer_study.labels import EMOTIONS
 
     ds = load_dataset(csv)
     x, y = ds.split("PrivateTest")
-    clf = export.TFLiteClassifier(deployed)
-    ours = float((clf.predict(export.as_model_input(x, clf.input_size)).argmax(1) == y).mean())
+    ours = float((tflite_classifier(deployed)(x).argmax(1) == y).mean())
     out: dict[str, Any] = {"split": "PrivateTest", "images": int(len(y)),
                            "data_sha256": ds.provenance().get("sha256"), "ours": ours}
     if FER is not None:
-        det = FER(mtcnn=False)
-        faces = np.stack([cv2.resize(f, (64, 64)) for f in x]).astype(np.float32)
-        faces = (faces / 255.0 - 0.5) * 2.0
-        probs = np.asarray(det._classify_emotions(faces))
-        names = FER._get_labels()  # fer's index -> name; reorder to ours by name
-        order = [next(i for i, n in names.items() if n == e.lower()) for e in EMOTIONS]
-        out["fer"] = float((probs[:, order].argmax(1) == y).mean())
+        out["fer"] = float((fer_classifier(FER)(x).argmax(1) == y).mean())
         out["fer_classifier"] = "fer's bundled emotion_model_quantized.tflite (its default)"
         out["ours_ge_fer"] = ours >= out["fer"]
     return out

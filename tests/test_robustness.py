@@ -268,7 +268,6 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
     a stand-in for fer's classifier, whose labels come in fer's order and must be re-ordered
     to ours (it always says 'happy', so its accuracy is the share of Happy faces)."""
     import sys
-    import types
 
     from conftest import write_fer_csv
 
@@ -296,9 +295,9 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
             probs[:, next(i for i, e in fer_names.items() if e == "happy")] = 0.4
             return probs
 
-    fake = types.ModuleType("benchmark_realtime")
-    fake.load_fer = lambda: (FakeFER, ["fake fer"])
-    monkeypatch.setitem(sys.modules, "benchmark_realtime", fake)
+    realtime_bench = _load_script("benchmark_realtime")
+    monkeypatch.setattr(realtime_bench, "load_fer", lambda: (FakeFER, ["fake fer"]))
+    monkeypatch.setitem(sys.modules, "benchmark_realtime", realtime_bench)
     bench = _load_script("benchmark_robustness")
     out = tmp_path / "rob.json"
     assert bench.main(["--data", str(csv), "--images", "42", "--out", str(out)]) == 0
