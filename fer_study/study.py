@@ -61,7 +61,7 @@ TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "effi
 #   ImageNet/VGGFace backbones at 48 px for 2 epochs (offline they report "weights
 #   unavailable" and cost only a kernel start); EfficientNet-Lite0 and its scratch twin at
 #   48 px with the same 2 epochs. At 1400/350/350 images and 64 px the study took 11 min on
-#   2 idle cores, at 48 px 9.6 min; a fresh clone also spends ~4 min installing, so the demo
+#   2 idle cores, at 48 px 9.6 min; a fresh clone also spends ~2 min installing, so the demo
 #   is cut to 1000 images for margin. README states the measured time.
 # * cpu: real FER2013, about 2 h on 2 cores (~12,000 CPU-s). baseline_cnn: all 28,709
 #   Training images, 10 epochs (~4,100 CPU-s, a third of the budget). Backbones on a
@@ -185,14 +185,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def default_reports_dir(profile: str | Mapping) -> str:
-    """Where a profile writes its notebooks, figures, results and report: `reports` for the
-    real-data profiles (the committed study), `reports/<name>` for demo and smoke."""
-    prof = profile if isinstance(profile, Mapping) and "name" in profile \
-        else get_profile(profile)
-    return str(prof.get("reports_dir", "reports"))
-
-
 def get_profile(profile: str | Mapping) -> dict:
     """A profile by name (see :data:`PROFILES`), or a profile dict as given (tests)."""
     if isinstance(profile, Mapping):
@@ -256,7 +248,7 @@ def plan_study(profile: str | Mapping = "demo", data: str = "synthetic",
     `reports_dir` default to the profile's (the demo writes to reports/demo)."""
     prof = get_profile(profile)
     name = prof["name"]
-    reports_dir = reports_dir or default_reports_dir(prof)
+    reports_dir = reports_dir or prof.get("reports_dir", "reports")
     if prof.get("requires_real_data") and str(data) == "synthetic":
         raise ValueError(
             f"profile {name!r} trains on the real FER2013 and refuses the synthetic demo set: "
@@ -500,7 +492,7 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
               log_output: bool = False, report: bool = True) -> int:
     """Run (or resume) the study; returns a process exit status (0 ok, 1 a stage failed)."""
     prof = get_profile(profile)
-    reports_dir = reports_dir or default_reports_dir(prof)
+    reports_dir = reports_dir or prof.get("reports_dir", "reports")
     stages = plan_study(profile, data, ferplus, runs_dir, reports_dir, overrides, only,
                         notebooks_dir)
     reports = Path(reports_dir).expanduser()

