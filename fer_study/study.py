@@ -87,7 +87,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "params": {"synthetic_sizes": _DEMO_SIZES},
         "notebooks": {
             "01_data_exploration": {},
-            "02_baseline_cnn": {"epochs": 5, "batch_size": 64, "max_train_samples": None},
+            "02_baseline_cnn": {"epochs": 3, "batch_size": 64, "max_train_samples": None},
             "03_transfer_learning": {"epochs": 2, "frozen_epochs": 1, "fine_tune": "top_n",
                                      "fine_tune_layers": 30, "batch_size": 64,
                                      "max_train_samples": None},
@@ -99,8 +99,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "repeat": {"03_transfer_learning": ("backbone", {
             "vggface_vgg16": {"backbone_size": 48}, "vgg16": {"backbone_size": 48},
             "resnet50": {"backbone_size": 48}, "mobilenetv2": {"backbone_size": 48},
-            "efficientnet_lite0": {"backbone_size": 48},
-            "efficientnet_lite0_scratch": {"backbone_size": 48, "frozen_epochs": 0},
+            # equal (sub)samples for the pretrained/scratch pair keep their comparison fair
+            "efficientnet_lite0": {"backbone_size": 48, "max_train_samples": 600},
+            "efficientnet_lite0_scratch": {"backbone_size": 48, "max_train_samples": 600,
+                                           "frozen_epochs": 0},
         })},
     },
     "cpu": {
