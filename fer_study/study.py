@@ -57,12 +57,12 @@ TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "effi
 # 110 ms fine-tuning its last 8 layers; ResNet50 at 96 px 30 / 80 ms (~0.44x that at 64 px);
 # MobileNetV2 at 96 px 8 / 11 ms; EfficientNet-Lite0 at 112 px 12 / 18 ms (~0.73x at 96 px),
 # 55 ms when trained from scratch. Wall time on 2 idle cores ~ CPU time / 1.8.
-# * demo: the synthetic set at 1000/250/250 images; baseline_cnn 5 epochs at 48 px; the
+# * demo: the synthetic set at 1000/250/250 images; baseline_cnn 3 epochs at 48 px; the
 #   ImageNet/VGGFace backbones at 48 px for 2 epochs (offline they report "weights
 #   unavailable" and cost only a kernel start); EfficientNet-Lite0 and its scratch twin at
-#   48 px with the same 2 epochs. At 1400/350/350 images and 64 px the study took 11 min on
-#   2 idle cores, at 48 px 9.6 min; a fresh clone also spends ~2 min installing, so the demo
-#   is cut to 1000 images for margin. README states the measured time.
+#   48 px, 2 epochs on the same 600 Training images. Graph tracing (~50 s per EfficientNet
+#   stage) and kernel starts (~9 s per notebook) cost more than the training itself. A fresh
+#   clone's `make study` (set-up included) measured 9 min 22 s on 2 idle cores; README.
 # * cpu: real FER2013, about 2 h on 2 cores (~12,000 CPU-s). baseline_cnn: all 28,709
 #   Training images, 10 epochs (~4,100 CPU-s, a third of the budget). Backbones on a
 #   stratified-random Training subsample, selection on the full PublicTest, no test-time
