@@ -190,12 +190,23 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                      "epochs_run": r["metrics"].get("epochs_run"),
                      "best_epoch": r["metrics"].get("best_epoch"),
                      "train_seconds": r["metrics"].get("train_seconds"),
+                     **_fit_accuracies(r["metrics"]),
                      "hardware": r["metrics"].get("hardware"),
                      "git": r["metrics"].get("git")} for n, r in runs.items()},
         "ensembles": {k: list(v) for k, v in ensembles.items()},
         "data": ds.provenance(),
         **stamp(),
     }
+
+
+def _fit_accuracies(metrics: Mapping) -> dict:
+    """Un-augmented Training accuracy (the run's fixed sample) beside its PublicTest accuracy
+    at the selected epoch, no TTA: their gap says whether a recipe under- or over-fits."""
+    splits = metrics.get("splits") or {}
+    train = (splits.get("Training") or {}).get("none") or {}
+    public = (splits.get(SELECT) or {}).get("none") or {}
+    return {"training_accuracy": train.get("accuracy"), "training_accuracy_n": train.get("n"),
+            "publictest_accuracy": public.get("accuracy")}
 
 
 def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:

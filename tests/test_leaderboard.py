@@ -60,6 +60,12 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
             and r["TTA"] == "none"]
     assert res["seed_table"][0]["PublicTest acc mean"] == pytest.approx(np.mean(accs))
     assert res["runs"]["s0"]["command"].startswith("python -m fer_study train")
+    # each run's fit evidence, copied from its own metrics: no TTA, PublicTest at the best epoch
+    s0 = next(r for r in rows if r["model"].split(" ")[0] == "s0" and r["TTA"] == "none")
+    assert res["runs"]["s0"]["publictest_accuracy"] == pytest.approx(s0[f"{SELECT} acc"],
+                                                                    abs=1e-4)
+    assert 0.0 <= res["runs"]["s0"]["training_accuracy"] <= 1.0
+    assert res["runs"]["s0"]["training_accuracy_n"] == SIZES["Training"]
 
 
 def test_recipe_ignores_seed_and_folder_only():

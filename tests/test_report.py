@@ -224,9 +224,25 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
     full = parse_md_table(md, "## Best models (accuracy push)")
     assert len(full) == 3 and full[2]["PrivateTest acc"] == "0.7123"
     assert "python -m fer_study train --model mini_xception" in md
-    assert "PrivateTest accuracy: reached (0.7123)" in md
-    _write(d, "best_models", {**BEST, "selected_privatetest_accuracy": 0.6543})
-    assert "0.6543, 4.6 points short" in build_report(d).read_text()
+    targets = parse_md_table(md, "**Against the targets**")
+    assert [(r["target"], r["status"]) for r in targets] == [
+        ("PrivateTest accuracy", "reached"), ("PrivateTest macro-F1", "reached"),
+        ("Disgust recall (PrivateTest)", "reached")]
+    assert "Why:" not in md  # the runs recorded no Training accuracy
+    runs = {"a": {**BEST["runs"]["a"], "training_accuracy": 0.62, "publictest_accuracy": 0.605},
+            "b": {"training_accuracy": 0.70, "publictest_accuracy": 0.60}}
+    _write(d, "best_models", {**BEST, "selected_privatetest_accuracy": 0.6543,
+                              "selected_disgust_recall": 0.31, "runs": runs})
+    md = build_report(d).read_text()
+    targets = parse_md_table(md, "**Against the targets**")
+    assert [r["status"] for r in targets] == ["4.6 points short", "reached", "9.0 points short"]
+    assert targets[0]["selected model"] == "0.6543"
+    # the why is computed from the runs: b fits Training 10 points above PublicTest
+    assert "`a` 0.62 vs 0.605; `b` 0.7 vs 0.6; the gap is at most 10.0 points" in md
+    assert "over-fits" in md
+    runs["b"] = {"training_accuracy": 0.61, "publictest_accuracy": 0.60}
+    _write(d, "best_models", {**BEST, "runs": runs})
+    assert "the recipes under-fit" in build_report(d).read_text()
 
 
 def test_readme_without_markers_gets_a_section_and_demo_data_is_labelled(tmp_path):
