@@ -220,6 +220,7 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
     assert [(r["model"], r["TTA"]) for r in best] == [("a", "tencrop"),
                                                       ("ens (selected)", "tencrop")]
     assert SYNTHETIC_BANNER not in text
+    assert "PrivateTest accuracy 0.7123 (goal 0.7: reached)" in text
     # the report has the full best-model table and the commands
     full = parse_md_table(md, "## Best models (accuracy push)")
     assert len(full) == 3 and full[2]["PrivateTest acc"] == "0.7123"
@@ -233,9 +234,10 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
             "b": {"training_accuracy": 0.70, "publictest_accuracy": 0.60}}
     _write(d, "best_models", {**BEST, "selected_privatetest_accuracy": 0.6543,
                               "selected_disgust_recall": 0.31, "runs": runs})
-    md = build_report(d).read_text()
+    md = build_report(d, readme=readme).read_text()
     targets = parse_md_table(md, "**Against the targets**")
     assert [r["status"] for r in targets] == ["4.6 points short", "reached", "9.0 points short"]
+    assert "Disgust recall (PrivateTest) 0.31 (goal 0.4: 9.0 points short)" in readme.read_text()
     assert targets[0]["selected model"] == "0.6543"
     # the why is computed from the runs: b fits Training 10 points above PublicTest
     assert "`a` 0.62 vs 0.605; `b` 0.7 vs 0.6; the gap is at most 10.0 points" in md
