@@ -241,14 +241,20 @@ def _saved_model(model: Any, directory: Path) -> str:
     is most of a conversion's cost (~20 s for EfficientNet-Lite0 on one core); one export
     shared by the float32, dynamic and int8 conversions does that work once.
     """
+    import keras
     import tensorflow as tf
 
     path = str(directory / "saved_model")
-    # The model's own input shape, batch dimension included: export would otherwise make a
-    # fixed batch dynamic, which from_keras_model (and TFLiteClassifier's padding) keeps.
+    # An explicit inference endpoint: `model.export` traces `model.__call__` without
+    # `training`, which can keep Dropout's random ops in the graph (TFLite has no kernels for
+    # them). The signature keeps the model's own input shape, batch dimension included, as
+    # from_keras_model did (TFLiteClassifier pads chunks for fixed-batch models).
     spec = [tf.TensorSpec(tuple(t.shape), t.dtype, name=t.name) for t in model.inputs]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=spec)
     with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at ..."
-        model.export(path, format="tf_saved_model", verbose=False, input_signature=spec)
+        archive.write_out(path, verbose=False)
     return path
 
 

@@ -256,3 +256,17 @@ def test_ensemble_with_flip_inside_exports_and_agrees(tmp_path):
     x = face_like_images(3)
     want = ens.predict(as_model_input(x, 44)[..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(clf.predict(as_model_input(x, 44)), want, atol=1e-4)
+
+
+def test_export_is_inference_mode_for_nested_dropout(tmp_path):
+    """EfficientNet-Lite0's drop-connect Dropout sits inside a nested backbone; a SavedModel
+    traced without training=False kept its random ops, which TFLite cannot run."""
+    from fer_study.models import build_model
+
+    model = build_model("efficientnet_lite0", backbone_size=32, weights=None)
+    report = export_tflite(model, tmp_path, variants=("float32",))
+    x = as_model_input(face_like_images(4), 48)
+    got = TFLiteClassifier(report["variants"]["float32"]["path"]).predict(x)
+    np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
+    np.testing.assert_allclose(got, TFLiteClassifier(report["variants"]["float32"]["path"])
+                               .predict(x), atol=0)  # deterministic: no dropout noise
