@@ -62,7 +62,8 @@ TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "effi
 #   unavailable" and cost only a kernel start); EfficientNet-Lite0 and its scratch twin at
 #   48 px, 2 epochs on the same 600 Training images. Graph tracing (~50 s per EfficientNet
 #   stage) and kernel starts (~9 s per notebook) cost more than the training itself. A fresh
-#   clone's `make study` (set-up included) measured 9 min 22 s on 2 idle cores; README.
+#   clone's `make study` (set-up included) measured 9 min 22 s and 9 min 30 s on 2 idle
+#   cores; README.
 # * cpu: real FER2013, about 2 h on 2 cores (~12,000 CPU-s). baseline_cnn: all 28,709
 #   Training images, 10 epochs (~4,100 CPU-s, a third of the budget). Backbones on a
 #   stratified-random Training subsample, selection on the full PublicTest, no test-time
