@@ -26,6 +26,7 @@ import numpy as np
 from fer_study.data import Dataset, load_dataset
 from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
 from fer_study.provenance import stamp, write_json
+from fer_study.report import split_names
 from fer_study.train import reproduce_command
 
 SELECT, REPORT = "PublicTest", "PrivateTest"
@@ -202,9 +203,10 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
 def _fit_accuracies(metrics: Mapping) -> dict:
     """Un-augmented Training accuracy (the run's fixed sample) beside its PublicTest accuracy
     at the selected epoch, no TTA: their gap says whether a recipe under- or over-fits."""
+    fit, select, _ = split_names(metrics)  # the run's own protocol
     splits = metrics.get("splits") or {}
-    train = (splits.get("Training") or {}).get("none") or {}
-    public = (splits.get(SELECT) or {}).get("none") or {}
+    train = (splits.get(fit) or {}).get("none") or {}
+    public = (splits.get(select) or {}).get("none") or {}
     return {"training_accuracy": train.get("accuracy"), "training_accuracy_n": train.get("n"),
             "publictest_accuracy": public.get("accuracy")}
 

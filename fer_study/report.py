@@ -450,11 +450,12 @@ def readme_results(results: dict[str, dict], root: Path) -> str:
                 md_table(rows, [c for c in BEST_COLUMNS if any(c in r for r in rows)]), ""]
         targets = _target_rows(best)
         if targets:
-            out += ["Against the study's targets, the selected model: " + "; ".join(
+            line = "Against the study's targets, the selected model: " + "; ".join(
                 f"{t['target']} {t['selected model']} (goal {t['goal']}: {t['status']})"
-                for t in targets) + "." + (" Why it falls short: [the report](reports/REPORT.md)."
-                                           if any(t["status"] != "reached" for t in targets)
-                                           else ""), ""]
+                for t in targets) + "."
+            if any(t["status"] != "reached" for t in targets):
+                line += " Why it falls short: [the report](reports/REPORT.md)."
+            out += [line, ""]
     shipped = _shipped_model()
     if shipped:
         out += [_shipped_line(shipped), ""]
