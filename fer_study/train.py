@@ -241,7 +241,9 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file = run_dir / "config.json"
     if cfg_file.exists() and not overwrite:
-        old = json.loads(cfg_file.read_text())
+        # Fields added to RunConfig after a run started read as their defaults, so a run
+        # resumes across package versions that only add options.
+        old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
         if old != cfg.to_json():
             changed = sorted(k for k in set(old) | set(cfg.to_json())
                              if old.get(k) != cfg.to_json().get(k))
