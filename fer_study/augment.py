@@ -102,6 +102,7 @@ class FerBatches(keras.utils.PyDataset):
                  input_size: int = 48, augment: AugmentConfig | None = None,
                  weights: np.ndarray | None = None, soft: np.ndarray | None = None,
                  soft_mask: np.ndarray | None = None, soft_weight: float = 0.0,
+                 teacher: np.ndarray | None = None, teacher_weight: float = 0.0,
                  shuffle: bool = False, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.images, self.labels = images, labels.astype(np.int64)
@@ -112,6 +113,9 @@ class FerBatches(keras.utils.PyDataset):
             # FER+ votes as extra supervision: blend where the row has usable votes.
             m = soft_mask if soft_mask is not None else np.ones(len(labels), dtype=bool)
             targets[m] = (1 - soft_weight) * targets[m] + soft_weight * soft[m]
+        if teacher is not None and teacher_weight > 0:
+            # Distillation: the teacher's distribution as part of the target.
+            targets = (1 - teacher_weight) * targets + teacher_weight * teacher
         self.targets = targets
         self.epoch = 0
         self.order = np.arange(len(images))

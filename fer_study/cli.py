@@ -83,6 +83,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    from fer_study.distill import teacher_probabilities, write_teacher
+
+    t = teacher_probabilities(args.runs, args.data, tta=args.tta, seed=args.seed)
+    path = write_teacher(args.output, t)
+    print(f"teacher of {len(args.runs)} run(s) on {t['n']} {t['split']} images "
+          f"(accuracy there {t['fit_accuracy']:.4f}): {path}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from fer_study.models import REGISTRY
 
@@ -129,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", default="none", choices=("none", "flip", "tencrop"))
     e.add_argument("--output", help="write metrics JSON here")
     e.set_defaults(func=_cmd_evaluate)
+
+    d = sub.add_parser("teacher", help="distillation: save the mean probabilities of trained "
+                                       "runs on the fit split, for a student's --set teacher=")
+    d.add_argument("runs", nargs="+", help="run folders (their best.keras)")
+    d.add_argument("--data", required=True, help="the data the student trains on")
+    d.add_argument("--tta", default="flip", choices=("none", "flip", "tencrop"))
+    d.add_argument("--seed", type=int, default=0, help="the student's seed (folder datasets "
+                                                       "hold out a seed-dependent split)")
+    d.add_argument("--output", required=True, help="the .npz to write")
+    d.set_defaults(func=_cmd_teacher)
 
     m = sub.add_parser("models", help="list registered models")
     m.set_defaults(func=_cmd_models)

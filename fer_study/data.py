@@ -48,6 +48,7 @@ class Dataset:
     source: dict = field(default_factory=dict)
     soft_labels: np.ndarray | None = None  # float32 (N, 7) FER+ vote distributions, if attached
     soft_mask: np.ndarray | None = None  # bool (N,): rows with a usable FER+ distribution
+    teacher_probs: np.ndarray | None = None  # float32 (N, 7) a teacher's probabilities
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -91,7 +92,8 @@ class Dataset:
         return replace(
             self, images=self.images[index], labels=self.labels[index], usage=self.usage[index],
             soft_labels=None if self.soft_labels is None else self.soft_labels[index],
-            soft_mask=None if self.soft_mask is None else self.soft_mask[index])
+            soft_mask=None if self.soft_mask is None else self.soft_mask[index],
+            teacher_probs=None if self.teacher_probs is None else self.teacher_probs[index])
 
     def split_sizes(self) -> dict[str, int]:
         return {s: int((self.usage == s).sum()) for s in self.splits}

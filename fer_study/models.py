@@ -28,6 +28,10 @@ class WeightsUnavailable(RuntimeError):
 # training accuracy is high (seen on the synthetic set). 0.9 is PyTorch's default (0.1 there).
 BN_MOMENTUM = 0.9
 
+# The softmax output stays float32 under a mixed-precision policy: bf16 probabilities (8 bits
+# of mantissa) cost accuracy through the loss (a first all-bf16 run lost ~1.5 points).
+OUTPUT_DTYPE = "float32"
+
 # --------------------------------------------------------------------------- layers
 
 @keras.saving.register_keras_serializable(package="fer_study")
@@ -127,7 +131,7 @@ def baseline_cnn(input_size: int = IMAGE_SIZE, dropout: float = 0.5) -> keras.Mo
     x = layers.Flatten()(x)
     x = layers.Dense(1024, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inp, out, name="baseline_cnn")
 
 
@@ -156,7 +160,7 @@ def mini_xception(input_size: int = IMAGE_SIZE, l2: float = 0.01,
         x = layers.Add()([x, residual])
     x = layers.Conv2D(NUM_CLASSES, 3, padding="same")(x)
     x = layers.GlobalAveragePooling2D()(x)
-    out = layers.Activation("softmax", name="probs")(x)
+    out = layers.Activation("softmax", name="probs", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inp, out, name="mini_xception")
 
 
@@ -177,7 +181,7 @@ def vgg_style(input_size: int = IMAGE_SIZE, width: int = 32, dropout: float = 0.
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(width * 8, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inp, out, name="vgg_style")
 
 
@@ -270,7 +274,7 @@ def transfer_model(backbone: str, input_size: int = IMAGE_SIZE, backbone_size: i
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(head_units, activation="relu")(x)
     x = layers.Dropout(dropout)(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probs", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inp, out, name=f"{backbone}_transfer")
 
 

@@ -23,6 +23,7 @@ from fer_study.augment import AugmentConfig, FerBatches, class_weights
 from fer_study.data import Dataset, load_dataset, train_val_test
 from fer_study.evaluate import apply_temperature, fit_temperature, metrics_from_probs, predict_probs
 from fer_study.models import build_model, count_params, get_spec, set_trainable
+from fer_study.precision import dtype_policy, resolve_precision
 from fer_study.provenance import stamp, write_json
 
 TRAIN_EVAL_SAMPLE = 5000  # train accuracy is measured on a fixed sample to keep runs cheap
@@ -36,6 +37,9 @@ class RunConfig:
     data: str = "synthetic"  # "synthetic", a fer2013.csv path, or a Kaggle folder root
     ferplus: str | None = None  # fer2013new.csv, for soft-label supervision
     soft_label_weight: float = 0.0  # blend of FER+ vote distribution into the target
+    teacher: str | None = None  # distillation: teacher probabilities (.npz from `teacher`)
+    teacher_weight: float = 0.0  # blend of the teacher's distribution into the target
+    teacher_temperature: float = 1.0  # >1 softens the teacher (softmax(log p / T))
     synthetic_sizes: dict | None = None  # per-split sizes for the synthetic set
     max_train_samples: int | None = None  # stratified subsample of Training (quick runs)
     input_size: int = 48  # < 48: random crops in training, centre / ten crops at test
@@ -57,6 +61,7 @@ class RunConfig:
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
     patience: int = 10  # early stopping on the selection split's accuracy; 0 = off
     tta: str = "flip"  # reported next to plain predictions
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 (see fer_study.precision)
     seed: int = 0
     run_dir: str = "runs/mini_xception"
     verbose: int = 2
@@ -264,6 +269,10 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     ds = dataset if dataset is not None else load_dataset(
         cfg.data, ferplus=cfg.ferplus, synthetic_sizes=cfg.synthetic_sizes, seed=cfg.seed)
     train_ds, val_ds, test_ds = train_val_test(ds, seed=cfg.seed)
+    if cfg.teacher:
+        from fer_study.distill import attach_teacher
+
+        train_ds = attach_teacher(train_ds, cfg.teacher, cfg.teacher_temperature)
     train_ds = _subsample(train_ds, cfg.max_train_samples, cfg.seed)
     aug = AugmentConfig(**cfg.augment) if cfg.augment else None
     cw = class_weights(train_ds.labels, cfg.class_weight_power) if cfg.class_weight_power \
@@ -271,11 +280,28 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     batches = FerBatches(train_ds.images, train_ds.labels, cfg.batch_size, cfg.input_size,
                          augment=aug, weights=cw, soft=train_ds.soft_labels,
                          soft_mask=train_ds.soft_mask, soft_weight=cfg.soft_label_weight,
+                         teacher=train_ds.teacher_probs, teacher_weight=cfg.teacher_weight,
                          shuffle=True, seed=cfg.seed)
     val_batches = FerBatches(val_ds.images, val_ds.labels, 256, cfg.input_size)
 
+    precision = resolve_precision(cfg.precision)
+    state["precision"] = precision
+    with dtype_policy(precision):
+        _fit(cfg, spec, run_dir, state, batches, val_batches, len(train_ds), len(val_ds))
+    best = keras.saving.load_model(run_dir / "best.keras")
+    metrics = _final_metrics(best, cfg, ds, train_ds, val_ds, test_ds, state,
+                             state.pop("resumed_from"))
+    write_json(run_dir / "metrics.json", metrics)
+    state["completed"] = True
+    write_json(state_file, state)
+    return RunResult(run_dir, metrics, best)
+
+
+def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: FerBatches,
+         val_batches: FerBatches, n_train: int, n_val: int) -> None:
+    """All training phases, resuming inside whichever one the run stopped in."""
     model = None
-    resumed_from = state["epoch"] if state["epoch"] else None
+    state["resumed_from"] = state["epoch"] if state["epoch"] else None
     _truncate_history(run_dir / "history.csv", state["epoch"])
     for phase in _phases(cfg, spec.is_transfer):
         if state["epoch"] >= phase.end or state.get("stopped_early") and phase.name == "train":
@@ -293,17 +319,11 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
         batches.set_epoch(state["epoch"])
         if cfg.verbose:
             print(f"[{cfg.model}] phase {phase.name}: epochs {state['epoch'] + 1}-{phase.end} "
-                  f"of {cfg.epochs}, {len(train_ds)} train / {len(val_ds)} selection images")
+                  f"of {cfg.epochs}, {n_train} train / {n_val} selection images, "
+                  f"{state['precision']}")
         model.fit(batches, validation_data=val_batches, initial_epoch=state["epoch"],
                   epochs=phase.end, callbacks=[_RunState(run_dir, cfg, phase, state)],
                   verbose=cfg.verbose)
-
-    best = keras.saving.load_model(run_dir / "best.keras")
-    metrics = _final_metrics(best, cfg, ds, train_ds, val_ds, test_ds, state, resumed_from)
-    write_json(run_dir / "metrics.json", metrics)
-    state["completed"] = True
-    write_json(state_file, state)
-    return RunResult(run_dir, metrics, best)
 
 
 def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Dataset,
@@ -350,6 +370,8 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
         "protocol": {"fit": "Training", "select": val_ds.usage[0],
                      "report": test_ds.usage[0] if test_ds is not None else None,
                      "selection_metric": "accuracy (best epoch checkpoint)"},
+        "precision": state.get("precision", "float32"),
+        "teacher": _teacher_summary(cfg),
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
         "stopped_early": bool(state.get("stopped_early")), "resumed_from_epoch": resumed_from,
         "train_seconds": round(state.get("train_seconds", 0.0), 1),
@@ -357,3 +379,14 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
         "splits": results, "epochs_history": len(history),
         **stamp(),
     }
+
+
+def _teacher_summary(cfg: RunConfig) -> dict | None:
+    """Which teacher a distilled run learned from (its members and how they were chosen)."""
+    if not cfg.teacher:
+        return None
+    from fer_study.distill import read_teacher
+
+    t = read_teacher(cfg.teacher)
+    return {"file": cfg.teacher, "members": t["members"], "tta": t["tta"],
+            "weight": cfg.teacher_weight, "temperature": cfg.teacher_temperature}
