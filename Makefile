@@ -10,7 +10,7 @@ DATA ?=
 FERPLUS ?=
 ARGS ?=
 
-.PHONY: setup study test lint clean-study
+.PHONY: setup study test lint clean-study runs benchmark-training
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ study: setup
 test: setup
 	$(BIN)/python -m ruff check fer_study tests scripts
 	$(BIN)/python -m pytest -q
+
+# The committed runs behind the real-data results (configs/runs/*.json): many hours on 2 CPU
+# cores, resumable (re-run to continue); needs data/fer2013.csv. NAMES=... picks runs.
+runs: setup
+	$(BIN)/python -m fer_study runs $(NAMES)
+
+benchmark-training: setup
+	$(BIN)/python -m fer_study benchmark-training
 
 lint: setup
 	$(BIN)/python -m ruff check fer_study tests scripts

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module, hook in (("fer_study.export", "add_export_subcommand"),
                          ("fer_study.realtime", "add_realtime_subcommands"),
                          ("fer_study.study", "add_study_subcommand"),
-                         ("fer_study.leaderboard", "add_leaderboard_subcommand")):
+                         ("fer_study.leaderboard", "add_leaderboard_subcommand"),
+                         ("fer_study.runs", "add_runs_subcommand"),
+                         ("fer_study.throughput", "add_benchmark_training_subcommand")):
         _register(sub, module, hook)
     return p
 
