@@ -42,7 +42,7 @@ VARIANTS: tuple[str, ...] = ("float32", "dynamic", "int8")
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_KERAS_MODEL = ASSETS_DIR / "default_model.keras"
 DEFAULT_TFLITE_MODEL = ASSETS_DIR / "default_model.tflite"
-DEFAULT_MODEL_META = ASSETS_DIR / "default_model.json"  # written by scripts/ship_model.py
+DEFAULT_MODEL_META = ASSETS_DIR / "default_model.json"  # written by `python -m fer_study ship`
 REPORT_NAME = "export_report.json"
 
 

@@ -27,12 +27,15 @@ from fer_study.data import Dataset, load_dataset
 from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
 from fer_study.provenance import stamp, write_json
 from fer_study.report import split_names
+from fer_study.stats import bootstrap_ci, mcnemar, verdict
 from fer_study.train import reproduce_command
 
 SELECT, REPORT = "PublicTest", "PrivateTest"
 TITLE = "Best models (accuracy push)"
 DEPLOYABLE_TTA = ("none", "flip")
 DEPLOY_MAX_PASSES = 2
+DEFAULT_OUTPUT = "reports/results/best_models.json"
+DEPLOY_MAX_PARAMS = 500_000  # the shipped model's budget (~1 ms per face on one core)
 
 
 @dataclass
@@ -60,8 +63,11 @@ def recipe_key(cfg: Mapping) -> str:
 
 def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) -> dict:
     members = [runs[r] for r in c.runs]
-    rep = metrics_from_probs(c.probs[REPORT], ds.split(REPORT)[1])
+    y_rep = ds.split(REPORT)[1]
+    rep = metrics_from_probs(c.probs[REPORT], y_rep)
     sel_acc = float((c.probs[SELECT].argmax(1) == ds.split(SELECT)[1]).mean())
+    acc_ci = bootstrap_ci(y_rep, c.probs[REPORT].argmax(1), "accuracy")
+    f1_ci = bootstrap_ci(y_rep, c.probs[REPORT].argmax(1), "macro_f1", n_boot=300)
     hw = members[0]["metrics"].get("hardware") or {}
     return {
         "model": c.name + (" (selected)" if selected else ""),
@@ -71,6 +77,8 @@ def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) ->
         f"{SELECT} acc": sel_acc,
         f"{REPORT} acc": rep["accuracy"],
         f"{REPORT} macro-F1": rep["macro_f1"],
+        f"{REPORT} acc 95% CI": [round(acc_ci["low"], 4), round(acc_ci["high"], 4)],
+        f"{REPORT} macro-F1 95% CI": [round(f1_ci["low"], 4), round(f1_ci["high"], 4)],
         "Disgust recall": rep["per_class"]["Disgust"]["recall"],
         "params": sum(int(m["metrics"]["params"]["total"]) for m in members),
         "epochs": " + ".join(str(m["metrics"].get("epochs_run")) for m in members),
@@ -81,9 +89,27 @@ def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) ->
     }
 
 
+def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray) -> list[str]:
+    """Forward selection (Caruana et al. 2004) on the selection split: start from the best
+    run, add the run that most improves the mean's accuracy, stop when none does."""
+    def acc(members: list[str]) -> float:
+        return float((np.mean([probs[m] for m in members], 0).argmax(1) == labels).mean())
+
+    chosen = [max(sorted(probs), key=lambda n: acc([n]))]
+    while True:
+        rest = [n for n in sorted(probs) if n not in chosen]
+        if not rest:
+            return chosen
+        nxt = max(rest, key=lambda n: acc([*chosen, n]))
+        if acc([*chosen, nxt]) <= acc(chosen):
+            return chosen
+        chosen.append(nxt)
+
+
 def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                       ensembles: Mapping[str, Sequence[str]] | None = None,
-                      ttas: Sequence[str] = TTA_MODES, progress: bool = True) -> dict:
+                      ttas: Sequence[str] = TTA_MODES, progress: bool = True,
+                      greedy: bool = False) -> dict:
     """Score runs and ensembles under each TTA mode; select on PublicTest. See module doc."""
     import keras
     from tqdm.auto import tqdm
@@ -135,6 +161,15 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                 for s in (SELECT, REPORT)}))
 
     y_sel = ds.split(SELECT)[1]
+    if greedy and len(runs) > 1:
+        for t in ttas:
+            members = greedy_ensemble({n: probs[(n, t, SELECT)] for n in runs}, y_sel)
+            if len(members) > 1:
+                name = f"greedy_{t}"
+                ensembles[name] = members
+                cands.append(Candidate(name, members, t, {
+                    s: np.mean([probs[(m, t, s)] for m in members], axis=0)
+                    for s in (SELECT, REPORT)}))
     cost = {t: i for i, t in enumerate(TTA_MODES)}
 
     def rank(c: Candidate) -> tuple:
@@ -146,9 +181,21 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
     # For the real-time pipeline: the best candidate that fits one model call of at most
     # DEPLOY_MAX_PASSES network passes per face (runs x views: flip is two views, ten-crop
     # ten), which keeps the classifier near the 1 ms per face budget on one CPU core.
+    params = {n: int(r["metrics"]["params"]["total"]) for n, r in runs.items()}
     live = [c for c in cands if c.tta in DEPLOYABLE_TTA
-            and len(c.runs) * (2 if c.tta == "flip" else 1) <= DEPLOY_MAX_PASSES]
+            and len(c.runs) * (2 if c.tta == "flip" else 1) <= DEPLOY_MAX_PASSES
+            and sum(params[r] for r in c.runs) <= DEPLOY_MAX_PARAMS]
     deploy = max(live, key=rank) if live else None
+    y_rep = ds.split(REPORT)[1]
+    pairs = []
+    singles = [c for c in cands if len(c.runs) == 1 and c.tta == best.tta]
+    best_single = max(singles, key=rank) if singles else None
+    for label, other in (("deployable", deploy), ("best single run", best_single)):
+        if other is None or other is best:
+            continue
+        t = mcnemar(y_rep, best.probs[REPORT].argmax(1), other.probs[REPORT].argmax(1))
+        pairs.append({"a": f"{best.name} ({best.tta})", "b": f"{other.name} ({other.tta})",
+                      "b_is": label, **t, "verdict": verdict(t["p_value"])})
 
     seeds = []
     groups: dict[str, list[str]] = {}
@@ -179,11 +226,13 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
         "selected_disgust_recall": best_row["Disgust recall"],
         "deployable": None if deploy is None else {
             "name": deploy.name, "tta": deploy.tta, "runs": deploy.runs,
-            "rule": f"best {SELECT} accuracy with TTA in {DEPLOYABLE_TTA} and at most "
-                    f"{DEPLOY_MAX_PASSES} network passes per face",
-            "ship_command": "python scripts/ship_model.py "
+            "rule": f"best {SELECT} accuracy with TTA in {DEPLOYABLE_TTA}, at most "
+                    f"{DEPLOY_MAX_PASSES} network passes per face and at most "
+                    f"{DEPLOY_MAX_PARAMS:,} parameters",
+            "ship_command": "python -m fer_study ship "
             + " ".join(str(runs[r]["dir"]) for r in deploy.runs) + " --data DATA"
             + (" --flip" if deploy.tta == "flip" else "")},
+        f"{REPORT}_paired_tests": pairs,
         "summary_table": rows,
         "seed_table": seeds,
         "runs": {n: {"run_dir": str(r["dir"]), "config": r["config"],
@@ -221,12 +270,35 @@ def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def read_spec(path: str | Path) -> dict:
+    """A committed leaderboard spec: {"data", "runs", "ensembles", "greedy", "output"}."""
+    spec = json.loads(Path(path).read_text())
+    unknown = set(spec) - {"data", "runs", "ensembles", "greedy", "tta", "output", "comment"}
+    if unknown or "runs" not in spec or "data" not in spec:
+        raise ValueError(f"{path}: a leaderboard spec needs 'data' and 'runs' and may have "
+                         f"'ensembles', 'greedy', 'tta', 'output'; unknown: {sorted(unknown)}")
+    return spec
+
+
 def _cmd(args) -> int:
-    res = build_leaderboard(args.runs, args.data, _parse_ensembles(args.ensemble),
-                            ttas=args.tta or TTA_MODES)
+    if args.spec:
+        if args.runs:
+            raise ValueError("give run folders or --spec, not both")
+        spec = read_spec(args.spec)
+        runs, data = spec["runs"], args.data or spec["data"]
+        ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()}
+        ttas, greedy = spec.get("tta") or TTA_MODES, spec.get("greedy", False)
+        output = args.output or spec.get("output", DEFAULT_OUTPUT)
+    else:
+        if not args.runs or not args.data:
+            raise ValueError("give run folders and --data, or --spec")
+        runs, data, greedy = args.runs, args.data, args.greedy
+        ensembles, ttas = _parse_ensembles(args.ensemble), args.tta or TTA_MODES
+        output = args.output or DEFAULT_OUTPUT
+    res = build_leaderboard(runs, data, ensembles, ttas=ttas, greedy=greedy)
     res["command"] = "python -m fer_study leaderboard " + " ".join(sys.argv[2:]) \
         if sys.argv[1:2] == ["leaderboard"] else None
-    path = write_json(args.output, res)
+    path = write_json(output, res)
     print(f"selected on {SELECT}: {res['selected']} (tta {res['selected_tta']}): "
           f"{SELECT} {res[f'selected_{SELECT.lower()}_accuracy']:.4f}, "
           f"{REPORT} {res[f'selected_{REPORT.lower()}_accuracy']:.4f}; wrote {path}")
@@ -236,11 +308,15 @@ def _cmd(args) -> int:
 def add_leaderboard_subcommand(sub) -> None:
     p = sub.add_parser("leaderboard", help="score finished runs and ensembles; select on "
                                            "PublicTest; write the best-model JSON")
-    p.add_argument("runs", nargs="+", help="run folders (each with best.keras, metrics.json)")
-    p.add_argument("--data", required=True, help="the FER2013 csv the runs were trained on")
+    p.add_argument("runs", nargs="*", help="run folders (each with best.keras, metrics.json)")
+    p.add_argument("--spec", help="a committed spec (configs/leaderboard.json) instead of "
+                                  "run folders")
+    p.add_argument("--data", help="the FER2013 csv the runs were trained on")
+    p.add_argument("--greedy", action="store_true",
+                   help="also a greedy ensemble per TTA mode, chosen on PublicTest")
     p.add_argument("--ensemble", action="append", metavar="NAME=RUN,RUN",
                    help="average the probabilities of these runs (folder names)")
     p.add_argument("--tta", action="append", choices=TTA_MODES,
                    help="TTA modes to score (default: all)")
-    p.add_argument("--output", default="reports/results/best_models.json")
+    p.add_argument("--output", help=f"default {DEFAULT_OUTPUT}")
     p.set_defaults(func=_cmd)

@@ -551,7 +551,7 @@ def _shipped_line(meta: Mapping) -> str:
     cmds = "; ".join(f"`{x.get('command', '?')}`" for x in members) or "?"
     flip = " with flip TTA inside the model" if meta.get("tta_in_model") == "flip" else ""
     return (f"**Shipped real-time model** (`fer_study/assets/default_model.json`, made by "
-            f"`{meta.get('command') or 'scripts/ship_model.py'}`): `{meta.get('model')}`{flip}, "
+            f"`{meta.get('command') or 'python -m fer_study ship'}`): `{meta.get('model')}`{flip}, "
             f"{fmt(meta.get('params'))} parameters, trained on "
             f"{(meta.get('data') or {}).get('dataset', '?')}; "
             f"PublicTest {fmt(pub.get('accuracy'))}, PrivateTest {fmt(pri.get('accuracy'))} "

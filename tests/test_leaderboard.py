@@ -41,7 +41,8 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
     assert selected[0][f"{SELECT} acc"] == max(r[f"{SELECT} acc"] for r in rows)
     assert res["selected_publictest_accuracy"] == selected[0][f"{SELECT} acc"]
     dep = res["deployable"]
-    assert dep["tta"] in ("none", "flip") and dep["ship_command"].startswith("python scripts/")
+    assert dep["tta"] in ("none", "flip")
+    assert dep["ship_command"].startswith("python -m fer_study ship ")
     assert not (dep["name"] == "pair" and dep["tta"] == "flip")  # 4 passes: over budget
 
     # The ensemble averages its members' probabilities.
@@ -104,3 +105,36 @@ def test_cli_writes_json(two_seeds, tmp_path, monkeypatch):
                  "--output", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["selected"] in ("s0", "s1") and res["data"]["synthetic"] is True
+
+
+def test_greedy_ensemble_grows_only_while_publictest_improves():
+    from fer_study.leaderboard import greedy_ensemble
+
+    y = np.array([0, 1, 2, 3])
+    eye = np.eye(7)
+    unsure = np.array([0.3, 0.1, 0.15, 0.15, 0.1, 0.1, 0.1])  # argmax 0, barely
+    a = eye[[0, 1, 2, 0]]
+    a[3] = unsure  # 3 of 4 right, unsure where wrong
+    b = eye[[0, 1, 0, 3]]
+    b[2] = unsure  # 3 of 4 right; the mean of a and b gets all 4
+    c = eye[[5, 5, 5, 5]]  # never right
+    assert greedy_ensemble({"a": a, "b": b, "c": c}, y) == ["a", "b"]
+    assert greedy_ensemble({"c": c}, y) == ["c"]
+
+
+def test_spec_file_drives_the_cli_with_intervals_and_paired_tests(two_seeds, tmp_path):
+    dirs, _ = two_seeds
+    spec = tmp_path / "leaderboard.json"
+    out = tmp_path / "best.json"
+    spec.write_text(json.dumps({"data": "synthetic", "runs": [str(d) for d in dirs],
+                                "greedy": True, "tta": ["none"], "output": str(out)}))
+    assert main(["leaderboard", "--spec", str(spec)]) == 0
+    res = json.loads(out.read_text())
+    for row in res["summary_table"]:
+        lo, hi = row["PrivateTest acc 95% CI"]
+        assert lo <= row["PrivateTest acc"] <= hi and hi - lo > 0
+    assert res["command"] is None or "--spec" in res["command"]
+    for t in res["PrivateTest_paired_tests"]:
+        assert 0.0 <= t["p_value"] <= 1.0 and t["verdict"]
+    spec.write_text(json.dumps({"runs": []}))
+    assert main(["leaderboard", "--spec", str(spec)]) == 2
