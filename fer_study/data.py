@@ -288,6 +288,16 @@ class FerPlusVotes:
     keep: np.ndarray  # bool (N,)
     usage: np.ndarray  # str (N,)
     sha256: str
+    named: np.ndarray | None = None  # bool (N,): FER+ gave the row an image name
+    top_nf: np.ndarray | None = None  # bool (N,): "NF" (not a face) is the top vote
+
+    @property
+    def nonface(self) -> np.ndarray:
+        """Rows FER+ calls non-faces: no image name (dropped as non-faces) or NF on top."""
+        n = len(self.keep)
+        named = self.named if self.named is not None else np.ones(n, bool)
+        top_nf = self.top_nf if self.top_nf is not None else np.zeros(n, bool)
+        return ~named | top_nf
 
 
 def load_ferplus(path: str | os.PathLike) -> FerPlusVotes:
@@ -331,7 +341,8 @@ def load_ferplus(path: str | os.PathLike) -> FerPlusVotes:
     majority = np.where(keep, fer_votes.argmax(axis=1), -1).astype(np.int64)
     soft[~keep] = 0.0
     return FerPlusVotes(soft=soft, majority=majority, keep=keep, usage=np.asarray(usage),
-                        sha256=sha256_file(p))
+                        sha256=sha256_file(p), named=np.asarray(named, dtype=bool),
+                        top_nf=(top_name == "NF") & (v.sum(axis=1) > 0))
 
 
 def attach_ferplus(ds: Dataset, path: str | os.PathLike) -> Dataset:

@@ -37,6 +37,7 @@ class RunConfig:
     data: str = "synthetic"  # "synthetic", a fer2013.csv path, or a Kaggle folder root
     ferplus: str | None = None  # fer2013new.csv, for soft-label supervision
     soft_label_weight: float = 0.0  # blend of FER+ vote distribution into the target
+    drop_nonfaces: bool = False  # drop Training rows FER+ calls non-faces (needs ferplus)
     teacher: str | None = None  # distillation: teacher probabilities (.npz from `teacher`)
     teacher_weight: float = 0.0  # blend of the teacher's distribution into the target
     teacher_temperature: float = 1.0  # >1 softens the teacher (softmax(log p / T))
@@ -234,6 +235,21 @@ def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return ds.select(idx)
 
 
+def _drop_training_nonfaces(ds: Dataset, cfg: RunConfig) -> Dataset:
+    """FER2013 without the Training rows FER+ marks as non-faces (test splits untouched)."""
+    from fer_study.data import DataError, load_ferplus
+
+    if not cfg.ferplus:
+        raise DataError("drop_nonfaces needs the FER+ votes: pass --ferplus fer2013new.csv")
+    nonface = load_ferplus(cfg.ferplus).nonface
+    if len(nonface) != len(ds):
+        raise DataError(f"FER+ rows ({len(nonface)}) do not line up with the data ({len(ds)})")
+    drop = nonface & (ds.usage == "Training")
+    out = ds.select(~drop)
+    out.source = {**ds.source, "training_nonfaces_dropped": int(drop.sum())}
+    return out
+
+
 def _weights_arg(cfg: RunConfig, spec) -> dict:
     if not spec.is_transfer:
         return {}
@@ -268,6 +284,8 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     spec = get_spec(cfg.model)
     ds = dataset if dataset is not None else load_dataset(
         cfg.data, ferplus=cfg.ferplus, synthetic_sizes=cfg.synthetic_sizes, seed=cfg.seed)
+    if cfg.drop_nonfaces:
+        ds = _drop_training_nonfaces(ds, cfg)
     train_ds, val_ds, test_ds = train_val_test(ds, seed=cfg.seed)
     if cfg.teacher:
         from fer_study.distill import attach_teacher

@@ -1,0 +1,68 @@
+"""Data effects: leaked test faces, FER+ majority labels, non-faces; dropping non-faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_study.data import DataError, Dataset, FerPlusVotes
+from fer_study.data_effects import data_effects, leaked_rows
+from fer_study.train import RunConfig, _drop_training_nonfaces
+
+
+def _ds() -> Dataset:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 48, 48), dtype=np.uint8)
+    usage = np.array(["Training"] * 6 + ["PrivateTest"] * 6)
+    images[6] = images[0]  # a PrivateTest face copied from Training...
+    images[7] = images[0]  # ...twice: two distinct test rows, one Training image
+    labels = np.array([0, 1, 2, 3, 4, 5, 0, 0, 1, 2, 3, 4])
+    return Dataset(images, labels, usage, {"format": "csv"})
+
+
+def _votes(n: int, nonface_rows: list[int], majority: np.ndarray) -> FerPlusVotes:
+    named = np.ones(n, bool)
+    named[nonface_rows] = False
+    keep = named.copy()
+    return FerPlusVotes(soft=np.zeros((n, 7), np.float32), majority=np.where(keep, majority, -1),
+                        keep=keep, usage=np.array(["x"] * n), sha256="0", named=named,
+                        top_nf=np.zeros(n, bool))
+
+
+def test_leaked_rows_counts_distinct_test_images():
+    ds = _ds()
+    assert leaked_rows(ds).tolist() == [True, True, False, False, False, False]
+
+
+def test_data_effects_table():
+    ds = _ds()
+    y = ds.labels[6:]
+    preds = y.copy()
+    preds[:2] = 6  # wrong on both leaked faces
+    majority = ds.labels.copy()
+    majority[8] = 5  # FER+ disagrees with FER2013 on one test face
+    votes = _votes(12, [11, 2], majority)
+    t = data_effects(ds, preds, votes)
+    assert t["all"]["accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+    assert t["leakage"]["test_images_also_in_training"] == 2
+    assert t["leakage"]["without_them"]["accuracy"] == 1.0
+    assert t["leakage"]["on_them"]["accuracy"] == 0.0
+    f = t["ferplus"]
+    assert f["rows_with_ferplus_label"] == 5  # row 11 is a non-face
+    assert f["where_ferplus_agrees_with_fer2013"]["n"] == 4
+    assert f["where_ferplus_disagrees"]["n"] == 1
+    assert f["nonfaces_per_split"] == {"Training": 1, "PrivateTest": 1}
+    assert f["on_nonfaces"]["n"] == 1
+    with pytest.raises(ValueError, match="one predicted label"):
+        data_effects(ds, preds[:3])
+
+
+def test_drop_nonfaces_touches_training_only(tmp_path, monkeypatch):
+    ds = _ds()
+    votes = _votes(12, [2, 11], ds.labels)
+    monkeypatch.setattr("fer_study.data.load_ferplus", lambda path: votes)
+    out = _drop_training_nonfaces(ds, RunConfig(ferplus="votes.csv", drop_nonfaces=True))
+    assert len(out) == 11 and (out.usage == "PrivateTest").sum() == 6
+    assert out.source["training_nonfaces_dropped"] == 1
+    with pytest.raises(DataError, match="FER\\+ votes"):
+        _drop_training_nonfaces(ds, RunConfig(drop_nonfaces=True))
