@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module, hook in (("fer_study.export", "add_export_subcommand"),
                          ("fer_study.realtime", "add_realtime_subcommands"),
                          ("fer_study.study", "add_study_subcommand"),
-                         ("fer_study.leaderboard", "add_leaderboard_subcommand")):
+                         ("fer_study.leaderboard", "add_leaderboard_subcommand"),
+                         ("fer_study.serve", "add_serve_subcommands")):
         _register(sub, module, hook)
     return p
 
