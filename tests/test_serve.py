@@ -27,17 +27,14 @@ from fer_study.serve import app as serve_app
 from fer_study.serve.app import LatestFrame, ServeConfig, create_app
 from fer_study.serve.engine import Engine, EngineConfig
 from fer_study.serve.loadtest import (
-    bad_uploads,
     check_targets,
     free_port,
     memory_growth,
-    multipart_body,
     run_bad_uploads,
     run_predict_clients,
     run_stream_client,
-    sample_frame,
-    sample_jpeg,
 )
+from fer_study.serve.samples import bad_uploads, multipart_body, sample_frame, sample_jpeg
 from fer_study.serve.uploads import UploadError, UploadLimits, decode_image, sniff_format
 
 EXPECTED_BAD = {  # case -> (status, error code)
@@ -444,7 +441,7 @@ def test_short_load_over_real_sockets(live_server, jpeg):
                               max_requests=24)
     assert res["errors"] == 0, res["error_examples"]
     assert res["requests_ok"] == 24
-    assert res["faces_per_response"] == {1: 24}
+    assert res["faces_per_response"] == {"1": 24}
     st = run_stream_client(host, port, jpeg, duration_s=1.0)
     assert st["errors"] == 0 and st["results"] >= 1 and st["faces_last_frame"] == 1
     bad = run_bad_uploads(host, port, 10 * 2**20)
@@ -464,6 +461,7 @@ def test_memory_growth_and_targets_summary():
             "stream_1_client": {"errors": 0, "fps": 40.0, "server_rss": flat},
         },
         "bad_uploads": [{"ok": True}, {"ok": False}],
+        "rss_mb_load_phases": flat,
     }
     checks = check_targets(res)
     assert checks["predict_p95_ms_at_4_clients"]["met"] is False
@@ -471,3 +469,39 @@ def test_memory_growth_and_targets_summary():
     assert checks["failed_requests"]["met"] is True
     assert checks["bad_uploads_answered_4xx_with_message"]["met"] is False
     assert checks["memory_does_not_grow"]["met"] is True
+    res["rss_mb_load_phases"] = leak  # flat within phases, growing across them
+    assert check_targets(res)["memory_does_not_grow"]["met"] is False
+    res["phases"]["stream_1_client"]["errors"] = 2
+    assert check_targets(res)["failed_requests"] == {"value": 2, "target": "== 0", "met": False}
+
+
+def test_readme_line_reads_the_serve_benchmark(tmp_path):
+    from fer_study.report import readme_results
+
+    flat = memory_growth([950.0] * 8)
+    res = {
+        "command": "python -m fer_study benchmark-serve --duration 30",
+        "machine": {"load_average_at_start": [1.5, 1.0, 1.0], "logical_cores": 2},
+        "server": {"detector": "HaarDetector", "workers": 1},
+        "frame": {"width": 640, "height": 480},
+        "phases": {
+            "predict_4_clients": {"clients": 4, "errors": 0, "throughput_rps": 120.5,
+                                  "latency_ms": {"p50": 21.5, "p95": 28.25},
+                                  "server_cpu_ms_per_request": 8.5, "server_rss": flat},
+            "stream_1_client": {"errors": 0, "fps": 44.4, "latency_ms": {"p50": 19.0},
+                                "server_rss": flat},
+        },
+        "bad_uploads": [{"ok": True}] * 8,
+        "rss_mb_load_phases": flat,
+    }
+    res["target_check"] = check_targets(res)
+    text = readme_results({"benchmark_serve": res}, tmp_path)
+    line = next(ln for ln in text.splitlines() if ln.startswith("**Serving benchmark**"))
+    assert "`python -m fer_study benchmark-serve --duration 30`" in line
+    assert "from 4 clients: p50 21.5 ms, p95 28.25 ms, 120.5 requests/s" in line
+    assert "44.4 FPS" in line and "0 failed requests" in line and "8 of 8" in line
+    assert "Targets not met" not in line
+    res["phases"]["predict_4_clients"]["latency_ms"]["p95"] = 31.0
+    res["target_check"] = check_targets(res)
+    text = readme_results({"benchmark_serve": res}, tmp_path)
+    assert "Targets not met: predict_p95_ms_at_4_clients." in text

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from fer_study.labels import EMOTIONS
-from fer_study.serve.loadtest import free_port, sample_frame, serve_process, wait_healthy
+from fer_study.serve.loadtest import free_port, serve_process, wait_healthy
+from fer_study.serve.samples import sample_frame
 
 OPT_OUT = "FER_STUDY_SKIP_BROWSER_TESTS"
 ARTIFACTS = Path(

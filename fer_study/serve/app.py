@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
@@ -67,8 +69,8 @@ class ServeConfig:
     smoothing: float = 0.5  # streams: weight of the newest frame in the tracker's average
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
 def _too_large(n_bytes: int, max_bytes: int) -> UploadError:
@@ -180,8 +182,6 @@ class LatestFrame:
 
 def create_app(config: ServeConfig | None = None, engine: Engine | None = None) -> FastAPI:
     """The application; builds the engine (loads the model) unless one is given."""
-    from fastapi_offline import FastAPIOffline
-
     config = config or ServeConfig()
     engine = engine or Engine(config.engine)
     limits = engine.config.limits
@@ -238,8 +238,6 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None) 
     @app.get("/healthz", response_model=HealthResponse, tags=["service"])
     async def healthz() -> dict[str, Any]:
         """Liveness: the model is loaded and the server answers."""
-        import time
-
         return {
             "status": "ok",
             "model_id": engine.model_id,

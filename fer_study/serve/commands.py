@@ -171,7 +171,8 @@ def add_serve_subcommands(subparsers: Any) -> None:
                    help="seconds per POST phase (default: 30)")
     b.add_argument("--stream-duration", type=float, default=20.0,
                    help="seconds of WebSocket streaming (default: 20)")
-    b.add_argument("--warmup", type=int, default=30, help="warm-up requests (default: 30)")
+    b.add_argument("--warmup", type=int, default=200,
+                   help="warm-up requests, at the highest concurrency (default: 200)")
     b.add_argument("--serve-args", help="extra `serve` options for the server started here, "
                                         "e.g. \"--workers 2\"")
     b.add_argument("--note", help="free text recorded in the JSON (e.g. what else ran)")
