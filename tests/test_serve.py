@@ -505,3 +505,15 @@ def test_readme_line_reads_the_serve_benchmark(tmp_path):
     res["target_check"] = check_targets(res)
     text = readme_results({"benchmark_serve": res}, tmp_path)
     assert "Targets not met: predict_p95_ms_at_4_clients." in text
+
+
+def test_cli_reports_bad_options_without_starting(tmp_path, capsys):
+    from fer_study.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing.tflite")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    # The load test only ever targets this machine: refused before any request is sent.
+    assert main(["benchmark-serve", "--url", "http://192.0.2.1:8000"]) == 2
+    assert "only targets this machine" in capsys.readouterr().err
+    assert main(["serve", "--ssl-certfile", "cert.pem"]) == 2
+    assert "--ssl-keyfile" in capsys.readouterr().err
