@@ -10,7 +10,7 @@ DATA ?=
 FERPLUS ?=
 ARGS ?=
 
-.PHONY: setup study test lint clean-study runs benchmark-training
+.PHONY: setup study test lint clean-study runs benchmark-training browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,22 @@ setup: $(BIN)/.installed
 study: setup
 	$(BIN)/python -m fer_study study --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(if $(FERPLUS),--ferplus $(FERPLUS)) $(ARGS)
 
-test: setup
+# The browser test (tests/test_serve_browser.py) drives Debian's Chromium: installed here when
+# missing and we are root with apt (as in CI); otherwise install chromium and chromium-driver
+# yourself, or set FER_STUDY_SKIP_BROWSER_TESTS=1 to skip that test on purpose.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$FER_STUDY_SKIP_BROWSER_TESTS" = 1 ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	else \
+		echo "chromium/chromedriver missing and cannot be installed here (not root with apt):"; \
+		echo "the browser test will fail; FER_STUDY_SKIP_BROWSER_TESTS=1 skips it"; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m ruff check fer_study tests scripts
 	$(BIN)/python -m pytest -q
 

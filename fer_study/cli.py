@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("fer_study.leaderboard", "add_leaderboard_subcommand"),
                          ("fer_study.runs", "add_runs_subcommand"),
                          ("fer_study.ship", "add_ship_subcommand"),
-                         ("fer_study.throughput", "add_benchmark_training_subcommand")):
+                         ("fer_study.throughput", "add_benchmark_training_subcommand"),
+                         ("fer_study.serve", "add_serve_subcommands")):
         _register(sub, module, hook)
     return p
 

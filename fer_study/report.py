@@ -459,14 +459,51 @@ def readme_results(results: dict[str, dict], root: Path) -> str:
     shipped = _shipped_model()
     if shipped:
         out += [_shipped_line(shipped), ""]
-    for name in ("benchmark_realtime", "benchmark_robustness"):
+    for name in ("benchmark_realtime", "benchmark_robustness", "benchmark_serve"):
         if results.get(name):
             out += [_benchmark_line(name, results[name]), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
+def _serve_line(res: Mapping) -> str:
+    """The HTTP API's load benchmark (`python -m fer_study benchmark-serve`) in a sentence."""
+    phases, machine = res.get("phases") or {}, res.get("machine") or {}
+    server, frame = res.get("server") or {}, res.get("frame") or {}
+    load = machine.get("load_average_at_start") or [None]
+    line = (f"**Serving benchmark** (`{res.get('command')}`; {frame.get('width')}x"
+            f"{frame.get('height')} one-face JPEG over 127.0.0.1, {server.get('detector')}, "
+            f"{server.get('workers')} worker; 1-min load average {fmt(load[0])} on "
+            f"{machine.get('logical_cores')} cores at the start): ")
+    parts = []
+    for key, p in phases.items():
+        lat = p.get("latency_ms") or {}
+        if key.startswith("predict_"):
+            parts.append(f"`POST /v1/predict` from {p.get('clients')} clients: p50 "
+                         f"{fmt(lat.get('p50'))} ms, p95 {fmt(lat.get('p95'))} ms, "
+                         f"{fmt(p.get('throughput_rps'))} requests/s, "
+                         f"{fmt(p.get('server_cpu_ms_per_request'))} server CPU ms each")
+        elif key.startswith("stream_"):
+            parts.append(f"`WS /v1/stream` from 1 client: {fmt(p.get('fps'))} FPS, p50 "
+                         f"{fmt(lat.get('p50'))} ms")
+    line += "; ".join(parts)
+    checks = res.get("target_check") or {}
+    failed = (checks.get("failed_requests") or {}).get("value")
+    mem = res.get("rss_mb_load_phases") or {}
+    line += (f"; {fmt(failed)} failed requests; server memory {fmt(mem.get('start_mb'))} -> "
+             f"{fmt(mem.get('end_mb'))} MB over the load")
+    bad = (checks.get("bad_uploads_answered_4xx_with_message") or {}).get("value")
+    if bad is not None:
+        line += f"; bad uploads answered 4xx with a message: {bad}"
+    missed = [k for k, v in checks.items() if not v.get("met")]
+    if missed:
+        line += f". Targets not met: {', '.join(missed)}"
+    return line + "."
+
+
 def _benchmark_line(name: str, res: Mapping) -> str:
     """One README sentence per benchmark file, every number read from it."""
+    if name == "benchmark_serve":
+        return _serve_line(res)
     if name == "benchmark_robustness":
         ours, fer = res.get("ours") or {}, res.get("fer") or {}
         line = (f"**Robustness** (`{res.get('command')}`; {res.get('images')} "
