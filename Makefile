@@ -10,7 +10,7 @@ DATA ?=
 FERPLUS ?=
 ARGS ?=
 
-.PHONY: setup study test lint clean-study runs benchmark-training browser
+.PHONY: setup study test lint clean-study runs leaderboard ship benchmark-training browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ test: setup browser
 # cores, resumable (re-run to continue); needs data/fer2013.csv. NAMES=... picks runs.
 runs: setup
 	$(BIN)/python -m fer_study runs $(NAMES)
+
+# Score every committed run and the PublicTest-chosen ensembles (configs/leaderboard.json),
+# then ship the leaderboard's deployable pick as the package's default model.
+leaderboard: setup
+	$(BIN)/python -m fer_study leaderboard --spec configs/leaderboard.json
+
+ship: setup
+	$(BIN)/python -m fer_study ship --from-leaderboard reports/results/best_models.json --data data/fer2013.csv
 
 benchmark-training: setup
 	$(BIN)/python -m fer_study benchmark-training

@@ -72,3 +72,12 @@ def test_throughput_measures_a_real_training_step():
     assert "error" not in r, r
     assert r["img_per_s"] > 0 and r["steps_timed"] == 2 and r["params"] > 0
     assert measure(cfg, "no_such_backend", "float32")["error"].endswith("not installed")
+
+
+def test_leaderboard_spec_names_committed_runs_only():
+    from fer_study.leaderboard import read_spec
+
+    spec = read_spec(REPO / "configs" / "leaderboard.json")
+    configs = runs_mod.run_configs(REPO / "configs")
+    assert {Path(r).name for r in spec["runs"]} <= set(configs)
+    assert not Path(spec["data"]).is_absolute()
