@@ -387,36 +387,6 @@ def test_webcam_missing_camera(monkeypatch, models, capsys):
     assert "cannot open camera 99" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- benchmark script
-
-
-def test_benchmark_script_runs_end_to_end(models, tmp_path, capsys):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_realtime.py"
-    spec = importlib.util.spec_from_file_location("benchmark_realtime", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "bench.json"
-    argv = ["--model", str(models[2]), "--frames", "6", "--warmup", "2", "--rounds", "2",
-            "--threads", "1", "--faces", "1", "3", "--detect-every", "1", "3",
-            "--no-fer", "--no-min50", "--output", str(out)]  # fmt: skip
-    assert bench.main(argv) == 0
-    result = json.loads(out.read_text())
-    assert result["model"]["standin"] is False and "--no-fer" in result["command"]
-    assert result["machine"]["cpu_model"] and result["machine"]["versions"]["numpy"]
-    runs = {(r["faces"], r["detect_every"]): r["ours"] for r in result["runs"]}
-    assert set(runs) == {(1, 1), (1, 3), (3, 1), (3, 3)}
-    for (faces, every), ours in runs.items():
-        assert ours["frames"] == 6 and ours["faces_per_frame_median"] == faces
-        assert set(ours["stages_ms"]) == set(realtime.STAGES)
-        assert ours["full_frame_scans"] == (6 if every == 1 else 2)
-        assert ours["fps_mean"] > 0
-    assert result["classifiers_1thread"]["tflite_deployed"]["1_face_ms"]["median"] > 0
-    assert "haar_1thread_1face_detect_every_1" in result["targets"]
-    assert "threads=1 faces=3 haar every=3" in capsys.readouterr().out
-
-
 class FakeCamera:
     def __init__(self, frames: list[np.ndarray]):
         self.frames = list(frames)

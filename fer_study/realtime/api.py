@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fer_study.labels import EMOTIONS
-from fer_study.realtime.classify import Calibration
+from fer_study.realtime.classify import DEFAULT_MARGIN, Calibration
 from fer_study.realtime.detect import DEFAULT_DETECTOR
 from fer_study.realtime.faces import FaceResult
 from fer_study.realtime.io import face_rows, faces_dataframe, read_image, run_video
@@ -53,7 +53,7 @@ class EmotionRecognizer:
         model: str | os.PathLike[str] | None = None,
         *,
         num_threads: int = 1,
-        margin: float = 0.1,
+        margin: float = DEFAULT_MARGIN,
         min_face: int = 40,
         yunet_model: str | os.PathLike[str] | None = None,
     ) -> None:

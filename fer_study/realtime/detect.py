@@ -27,6 +27,12 @@ YUNET_URL = (
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_ENV = "FER_STUDY_YUNET"
 YUNET_ASSET = ASSETS_DIR / YUNET_FILENAME  # shipped; MIT licence notice beside it
+# Frames are shrunk to YUNET_WIDTH before YuNet sees them (its cost grows with the area;
+# 320 keeps the pipeline >= 10x fer's speed), and detections scoring under YUNET_SCORE are
+# dropped: the highest threshold whose recall matches fer's on PublicTest scenes, see
+# reports/results/benchmark_realtime_tuning.json (fer_study.benchmarks.tuning).
+YUNET_WIDTH = 320
+YUNET_SCORE = 0.35
 
 
 class FaceDetector(Protocol):
@@ -150,10 +156,10 @@ def resolve_yunet_model(model_path: str | os.PathLike[str] | None = None) -> Pat
 class YuNetDetector:
     """OpenCV's YuNet CNN face detector (``cv2.FaceDetectorYN``), the default.
 
-    Far better recall than the Haar cascade on small, turned or badly lit faces, and fast
-    on a downscaled frame: frames wider than ``detect_width`` are shrunk first (at 320 px
-    it still finds faces of ~20 px in a 640x480 frame).  ``score`` is the network's
-    confidence in [0, 1].
+    Better recall than the Haar cascade on small, turned or badly lit faces, and fast on
+    a downscaled frame: frames wider than ``detect_width`` are shrunk first.  At 320 px
+    (a 640x480 frame halved) faces under ~40 px are mostly lost; ``detect_width=640``
+    finds them at ~3-4x the cost.  ``score`` is the network's confidence in [0, 1].
     """
 
     ROI_SIZE = 96  # side of the square a face's region is scaled to in detect_near
@@ -161,13 +167,14 @@ class YuNetDetector:
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
-        detect_width: int = 320,
-        score_threshold: float = 0.7,
+        detect_width: int = YUNET_WIDTH,
+        score_threshold: float = YUNET_SCORE,
         nms_threshold: float = 0.3,
         top_k: int = 50,
     ) -> None:
         self.model_path = resolve_yunet_model(model_path)
         self.detect_width = detect_width
+        self.score_threshold = score_threshold
         self._params = (score_threshold, nms_threshold, top_k)
         self._net = self._create((detect_width, detect_width))
         self._size: tuple[int, int] = (0, 0)
@@ -238,10 +245,12 @@ def make_detector(
     name: str = DEFAULT_DETECTOR,
     yunet_model: str | os.PathLike[str] | None = None,
     min_face: int = 96,
+    detect_width: int | None = None,
 ) -> FaceDetector:
-    """``"yunet"`` (default) or ``"haar"``; ``min_face`` applies to Haar only."""
+    """``"yunet"`` (default) or ``"haar"``; ``min_face`` applies to Haar only,
+    ``detect_width`` (default :data:`YUNET_WIDTH`) to YuNet only."""
     if name == "yunet":
-        return YuNetDetector(yunet_model)
+        return YuNetDetector(yunet_model, detect_width=detect_width or YUNET_WIDTH)
     if name == "haar":
         return HaarDetector(min_face=min_face)
     raise RealtimeError(f"unknown detector {name!r}: use {' or '.join(DETECTORS)}")

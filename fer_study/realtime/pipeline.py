@@ -10,6 +10,7 @@ import numpy as np
 
 from fer_study.labels import NUM_CLASSES
 from fer_study.realtime.classify import (
+    DEFAULT_MARGIN,
     Calibration,
     Classifier,
     crop_faces,
@@ -45,7 +46,7 @@ class Pipeline:
 
     detector: FaceDetector
     classifier: Classifier
-    margin: float = 0.1
+    margin: float = DEFAULT_MARGIN
     smoothing: float | None = 0.5  # EMA weight of the newest frame; None = no tracking
     draw: bool = True
     bars: bool = True
@@ -147,14 +148,16 @@ def make_pipeline(
     num_threads: int = 1,
     yunet_model: str | os.PathLike[str] | None = None,
     min_face: int = 96,
-    margin: float = 0.1,
+    margin: float = DEFAULT_MARGIN,
     smoothing: float | None = 0.5,
     detect_every: int = 1,
+    detect_width: int | None = None,
 ) -> Pipeline:
     """A :class:`Pipeline` from CLI-style options: the shipped YuNet detector and the
-    shipped classifier unless told otherwise (``min_face`` applies to ``"haar"`` only)."""
+    shipped classifier unless told otherwise (``min_face`` applies to ``"haar"`` only,
+    ``detect_width`` to ``"yunet"`` only)."""
     return Pipeline(
-        make_detector(detector, yunet_model, min_face),
+        make_detector(detector, yunet_model, min_face, detect_width),
         load_classifier(model, num_threads),
         margin=margin,
         smoothing=smoothing,
