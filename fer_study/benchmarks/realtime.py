@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{d['delay_frames_max']})", flush=True)
         result["classifiers_1thread"] = bench_classifiers(variants, keras_model)
     result["targets"], result["headline"] = targets(result, "deployed" in variants)
+    result["summary_table"], result["summary_tables"] = tables(result)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["load_average_at_end"] = load_average()
     out = Path(args.output) if args.output else (STANDIN_OUTPUT if args.standin
@@ -397,9 +398,11 @@ def _tune(args: argparse.Namespace, result: dict[str, Any], deployed: Path,
         raise SystemExit("error: --tune needs --accuracy-data (a fer2013.csv)")
     seed = 1 if args.recall_seed is None else args.recall_seed
     scenes, desc = tuning_scenes(args.accuracy_data, args.recall_frames, seed)
+    tuning = tune(scenes, deployed, fer, args.match_iou, args.yunet_model)
     result.update(title="Choosing the real-time defaults on PublicTest scenes",
                   scenes=desc, match_iou=args.match_iou,
-                  tuning=tune(scenes, deployed, fer, args.match_iou, args.yunet_model),
+                  summary_table=tuning.pop("summary_table"),
+                  summary_tables=tuning.pop("summary_tables"), tuning=tuning,
                   seconds=round(time.perf_counter() - t_start, 1),
                   load_average_at_end=load_average())
     out = Path(args.output) if args.output else TUNING_OUTPUT
@@ -416,6 +419,29 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def tables(result: dict[str, Any]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Rows for the report: recall and accuracy per system; FPS; the detect_every cost."""
+    rec = (result.get("recall") or {}).get("results") or {}
+    recall_rows = [{"system": name, "recall >= 32 px": r[f"recall_ge_{MIN_FACE}px"],
+                    "recall (all)": r["recall_all"], "false positives": r["false_positives"],
+                    "emotion acc. (all faces)": r["emotion_accuracy"]["over_all_faces"],
+                    "emotion acc. (found faces)": r["emotion_accuracy"]["over_detected_faces"],
+                    "ms/frame (median)": r["ms_per_frame"]["median"]}
+                   for name, r in rec.items()]
+    fps_rows = [{"scene": r["scene"], "detector": r["detector"], "detect every": r["detect_every"],
+                 "faces found (median)": r["ours"]["faces_per_frame_median"],
+                 "FPS median": r["ours"]["fps_median"], "FPS mean": r["ours"]["fps_mean"],
+                 "fer FPS median": (r.get("fer") or {}).get("fps_median"),
+                 "x fer (medians)": r.get("fps_ratio_medians")}
+                for r in result.get("runs", [])]
+    delay_rows = [{"detect every": d["detect_every"],
+                   "new face late by (frames, mean)": d["delay_frames_mean"],
+                   "max": d["delay_frames_max"]} for d in result.get("detect_every_tradeoff", [])]
+    more = {"FPS, 640x480, 1 thread": fps_rows, "detect_every: how late a new face is found":
+            delay_rows}
+    return recall_rows, {k: v for k, v in more.items() if v}
 
 
 def targets(result: dict[str, Any], deployed: bool) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -93,6 +93,15 @@ def tune(scenes: list[S.Scene], deployed: Path, fer: FerBaseline | None, iou: fl
                      "crop_margin": best,
                      "accuracy_at_chosen_margin": margins["yunet"][str(best)]}
     print(f"tune: chosen {out['chosen']}", flush=True)
+    rows = [{"detector": "fer (reference)", "recall >= 32 px": out["fer"][KEY],
+             "false positives": out["fer"]["false_positives"]}] if fer is not None else []
+    rows += [{"detector": f"yunet width {v['width']}, score >= {v['score_threshold']}",
+              "recall >= 32 px": v[KEY], "false positives": v["false_positives"]}
+             for v in sweep.values()]
+    out["summary_table"] = rows
+    out["summary_tables"] = {"Emotion accuracy over the faces found, by crop margin": [
+        {"detector": name, **{f"margin {m}": r["over_detected_faces"] for m, r in res.items()}}
+        for name, res in margins.items()]}
     return out
 
 
