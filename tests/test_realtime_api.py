@@ -209,3 +209,15 @@ def test_yunet_detect_every_follows_faces_between_full_scans(models, head):
         elif t >= 8:  # the face that appeared at frame 5 is found by the full scan at 8
             assert len(faces) == 2 and {f.track_id for f in faces} == {0, 1}
     assert pipe.full_scans == 3
+
+
+def test_the_readme_api_example_runs(capsys):
+    from fer_study.provenance import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- api-example:begin -->")[1].split("<!-- api-example:end -->")[0]
+    code = block.split("```python")[1].split("```")[0]
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    label, calibrated, n_faces, batch = capsys.readouterr().out.split(" ", 3)
+    assert label in EMOTIONS and calibrated in ("True", "False")
+    assert n_faces == "1" and batch.strip() == "[1, 1]"  # the astronaut, at two sizes

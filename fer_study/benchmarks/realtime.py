@@ -46,7 +46,7 @@ from fer_study.benchmarks.common import (
     started,
     stats_ms,
 )
-from fer_study.benchmarks.scoring import MATCH_IOU, MIN_FACE, score
+from fer_study.benchmarks.scoring import MATCH_IOU, MIN_FACE, match, score
 from fer_study.provenance import REPO_ROOT, write_json
 from fer_study.realtime.detect import YUNET_SCORE, YUNET_WIDTH, HaarDetector, YuNetDetector
 from fer_study.realtime.faces import Box
@@ -83,34 +83,48 @@ def detector_settings(yunet_model: str | None, extra_yunet: list[str] | None = N
 # --------------------------------------------------------------------------- FPS
 
 
+def _count(truth: list[Box], found: list[Box]) -> tuple[int, int]:
+    """(true faces found, false detections) in one frame."""
+    hits = sum(i >= 0 for i in match(truth, found))
+    return hits, len(found) - hits
+
+
 class OursRunner:
     """Our pipeline on a frame sequence; ``run`` can be called in several rounds."""
 
-    def __init__(self, frames: list[np.ndarray], detector: Any, clf: Any, detect_every: int):
-        self.frames = frames
+    def __init__(self, frames: list[np.ndarray], truth: list[list[Box]], detector: Any,
+                 clf: Any, detect_every: int):
+        self.frames, self.truth = frames, truth
         self.pipe = Pipeline(detector, clf, detect_every=detect_every)
         self.detect_every = detect_every
         self.i = 0
-        self.faces: list[int] = []
+        self.faces: list[int] = []  # true faces found per frame
+        self.boxes: list[int] = []  # detections per frame (classified: the per-face cost)
+        self.false: list[int] = []
         self.cpu: list[float] = []
 
     def run(self, n: int) -> None:
         for _ in range(n):
-            frame = self.frames[self.i % len(self.frames)].copy()  # overlay draws in place
+            k = self.i % len(self.frames)
+            frame = self.frames[k].copy()  # overlay draws in place
             c0 = time.process_time()
-            self.faces.append(len(self.pipe.process(frame)))
+            found = self.pipe.process(frame)
             self.cpu.append(time.process_time() - c0)
+            hits, false = _count(self.truth[k], [f.box for f in found])
+            self.faces.append(hits)
+            self.false.append(false)
+            self.boxes.append(len(found))
             self.i += 1
 
     def warm_up(self, n: int) -> None:
         self.run(n)
         self.pipe.reset_timings()
-        self.faces, self.cpu = [], []
+        self.faces, self.boxes, self.false, self.cpu = [], [], [], []
         self.pipe.full_scans = 0
 
     def result(self, n_truth: int) -> dict[str, Any]:
         t = self.pipe.timings
-        per_face = [c / max(1, n) for c, n in zip(t["classify"], self.faces, strict=True)]
+        per_face = [c / max(1, n) for c, n in zip(t["classify"], self.boxes, strict=True)]
         total = stats_ms(t["total"])
         return {
             "frames": len(self.faces),
@@ -118,6 +132,7 @@ class OursRunner:
             "full_frame_scans": self.pipe.full_scans,
             "faces_per_frame_median": float(np.median(self.faces)),
             "frames_with_all_faces": int(sum(n >= n_truth for n in self.faces)),
+            "false_detections": int(sum(self.false)),
             "stages_ms": {s: stats_ms(t[s]) for s in STAGES},
             "classify_per_face_ms": stats_ms(per_face),
             "total_ms": total,
@@ -130,18 +145,20 @@ class OursRunner:
 class FerRunner:
     """``fer.FER(mtcnn=False).detect_emotions`` on the same frames, in rounds."""
 
-    def __init__(self, fer: FerBaseline, frames: list[np.ndarray]):
+    def __init__(self, fer: FerBaseline, frames: list[np.ndarray], truth: list[list[Box]]):
         self.fer = fer
-        self.frames = frames
+        self.frames, self.truth = frames, truth
         self.i = 0
         self.total: list[float] = []
         self.detect: list[float] = []
         self.cpu: list[float] = []
         self.faces: list[int] = []
+        self.false: list[int] = []
 
     def run(self, n: int) -> None:
         for _ in range(n):
-            frame = self.frames[self.i % len(self.frames)]
+            k = self.i % len(self.frames)
+            frame = self.frames[k]
             t0 = time.perf_counter()
             self.fer.detect(frame)  # its detection alone, for the breakdown
             t1, c1 = time.perf_counter(), time.process_time()
@@ -150,12 +167,14 @@ class FerRunner:
             self.cpu.append(c2 - c1)
             self.detect.append(t1 - t0)
             self.total.append(t2 - t1)
-            self.faces.append(len(res))
+            hits, false = _count(self.truth[k], [Box(*b) for b, _ in res])
+            self.faces.append(hits)
+            self.false.append(false)
             self.i += 1
 
     def warm_up(self, n: int) -> None:
         self.run(n)
-        self.total, self.detect, self.faces, self.cpu = [], [], [], []
+        self.total, self.detect, self.faces, self.false, self.cpu = [], [], [], [], []
 
     def result(self, n_truth: int) -> dict[str, Any]:
         tot = stats_ms(self.total)
@@ -163,6 +182,7 @@ class FerRunner:
             "frames": len(self.total),
             "faces_per_frame_median": float(np.median(self.faces)),
             "frames_with_all_faces": int(sum(n >= n_truth for n in self.faces)),
+            "false_detections": int(sum(self.false)),
             "detect_ms": stats_ms(self.detect),
             "total_ms": tot,
             "cpu_ms": stats_ms(self.cpu),
@@ -180,12 +200,11 @@ def fps_runs(args: argparse.Namespace, settings: dict, deployed: Path,
         for scene in args.scenes:
             frames, truth = S.fps_frames(scene)
             n_truth = len(truth[0])
-            ours = {(name, every): OursRunner(frames, make(), export.TFLiteClassifier(deployed,
-                                                                                       threads),
-                                              every)
+            ours = {(name, every): OursRunner(frames, truth, make(),
+                                              export.TFLiteClassifier(deployed, threads), every)
                     for name, (_, make) in settings.items() if name in args.fps_detectors
                     for every in args.detect_every}
-            runner_fer = FerRunner(fer, frames) if fer is not None else None
+            runner_fer = FerRunner(fer, frames, truth) if fer is not None else None
             for r in ours.values():
                 r.warm_up(args.warmup)
             if runner_fer is not None:
@@ -432,6 +451,7 @@ def tables(result: dict[str, Any]) -> tuple[list[dict], dict[str, list[dict]]]:
                    for name, r in rec.items()]
     fps_rows = [{"scene": r["scene"], "detector": r["detector"], "detect every": r["detect_every"],
                  "faces found (median)": r["ours"]["faces_per_frame_median"],
+                 "false detections": r["ours"]["false_detections"],
                  "FPS median": r["ours"]["fps_median"], "FPS mean": r["ours"]["fps_mean"],
                  "fer FPS median": (r.get("fer") or {}).get("fps_median"),
                  "x fer (medians)": r.get("fps_ratio_medians")}
