@@ -507,9 +507,7 @@ def _realtime_line(res: Mapping) -> str:
     """The real-time benchmark (recall-set schema): default pipeline vs fer, from the file."""
     h = res["headline"]
     scenes = (res.get("recall") or {}).get("scenes") or {}
-    line = f"**Real-time benchmark** (`{res.get('command')}`; 640x480, 1 thread, medians"
-    line += f"; {res['note']}" if res.get("note") else ""
-    line += "): "
+    line = f"**Real-time benchmark** (`{res.get('command')}`; 640x480, 1 thread, medians): "
     parts = []
     if h.get("fps_ratio") is not None:
         parts.append(f"default pipeline (YuNet) {fmt(h['ours_fps'])} FPS vs `fer` "
@@ -524,6 +522,13 @@ def _realtime_line(res: Mapping) -> str:
                      f"{fmt(h['e2e_accuracy_ours'])}, `fer` {fmt(h['e2e_accuracy_fer'])} (over "
                      f"the faces each found: {fmt(h['e2e_accuracy_detected_ours'])}, "
                      f"{fmt(h['e2e_accuracy_detected_fer'])})")
+    like = next((r for r in res.get("runs", []) if r.get("detector") == "haar_min50"
+                 and r.get("scene") == h.get("scene") and r.get("detect_every") == 1), None)
+    like_recall = (((res.get("recall") or {}).get("results") or {}).get("haar_min50") or {})
+    if like and like.get("fps_ratio_medians") is not None:
+        parts.append(f"like for like (our Haar at `fer`'s face sizes, `haar_min50`): "
+                     f"{fmt(like['ours']['fps_median'])} FPS, {fmt(like['fps_ratio_medians'])}x "
+                     f"`fer`, recall {fmt(like_recall.get('recall_ge_32px'))}")
     for d in res.get("detect_every_tradeoff", []):
         run = next((r for r in res.get("runs", []) if r.get("detector") == "yunet"
                     and r.get("scene") == h.get("scene")

@@ -342,9 +342,12 @@ def test_readme_realtime_line_reads_recall_fps_and_detect_every(tmp_path):
     _write(d, "benchmark_realtime", {
         "command": "python scripts/benchmark_realtime.py --accuracy-data data/fer2013.csv",
         "note": "other jobs ran", "accuracy": {"split": "PrivateTest", "ours": 0.62, "fer": 0.66},
-        "recall": {"scenes": {"frames": 200, "fer2013_split": "PrivateTest"}},
+        "recall": {"scenes": {"frames": 200, "fer2013_split": "PrivateTest"},
+                   "results": {"haar_min50": {"recall_ge_32px": 0.5993}}},
         "runs": [{"scene": "one_face_80px", "detector": "yunet", "detect_every": 5,
-                  "ours": {"fps_mean": 310.5}, "fps_ratio_ours_over_fer": 22.1}],
+                  "ours": {"fps_mean": 310.5}, "fps_ratio_ours_over_fer": 22.1},
+                 {"scene": "one_face_80px", "detector": "haar_min50", "detect_every": 1,
+                  "ours": {"fps_median": 25.0}, "fps_ratio_medians": 2.05}],
         "detect_every_tradeoff": [{"detect_every": 1, "delay_frames_mean": 0.0,
                                    "delay_frames_max": 0},
                                   {"detect_every": 5, "delay_frames_mean": 2.0,
@@ -357,7 +360,8 @@ def test_readme_realtime_line_reads_recall_fps_and_detect_every(tmp_path):
         "targets": {"default_ge_10x_fer_fps_one_face": True,
                     "equal_or_better_accuracy_than_fer": False}})
     text = readme_results(read_results(d), d)
-    assert "medians; other jobs ran)" in text
+    assert "1 thread, medians): default pipeline" in text
+    assert "`haar_min50`): 25 FPS, 2.05x `fer`, recall 0.5993" in text
     assert "120.3 FPS vs `fer` 10.1 FPS on a frame with one 80 px face, 11.91x `fer`" in text
     assert "ours 0.6512 (12 false positives), `fer` 0.6213 (60)" in text
     assert "`--detect-every 5`: 310.5 FPS (mean; 22.1x `fer`), a new face found 2 frames " \

@@ -260,9 +260,11 @@ def recall_results(scenes: list[S.Scene], settings: dict, deployed: Path,
         systems[name] = lambda f, p=pipe: [(x.box, x.raw_probs) for x in p.process(f)]
     if fer is not None:
         systems["fer"] = lambda f: [(Box(*b), p) for b, p in fer.detect_emotions(f)]
+    from tqdm import tqdm
+
     for name, run in systems.items():
         outputs, times = [], []
-        for s in scenes:
+        for s in tqdm(scenes, desc=f"recall set: {name}", unit="frame", leave=False):
             t0 = time.perf_counter()
             outputs.append(run(s.frame))
             times.append(time.perf_counter() - t0)

@@ -36,8 +36,10 @@ KEY = f"recall_ge_{MIN_FACE}px"
 
 
 def _timed(detect: Any, scenes: list[S.Scene]) -> tuple[list[list[Box]], dict[str, float]]:
+    from tqdm import tqdm
+
     out, times = [], []
-    for s in scenes:
+    for s in tqdm(scenes, desc="tuning scenes", unit="frame", leave=False):
         t0 = time.perf_counter()
         out.append(detect(s.frame))
         times.append(time.perf_counter() - t0)
