@@ -6,6 +6,8 @@
   (``reports/results/benchmark_robustness.json``);
 * :mod:`~fer_study.benchmarks.scenes` and :mod:`~fer_study.benchmarks.scoring`: frames
   with known faces, and scoring detections against them;
+* :mod:`~fer_study.benchmarks.summary`: the real-time targets, headline and tables;
+* :mod:`~fer_study.benchmarks.tuning`: how the deployment's defaults were chosen;
 * :mod:`~fer_study.benchmarks.classifiers`, :mod:`~fer_study.benchmarks.common`: the
   classifier side, machine information and statistics.
 

@@ -81,7 +81,7 @@ def plot_overview(summaries: list[dict[str, Any]], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 1.2 + 0.4 * len(summaries)), dpi=100)
+    fig = Figure(figsize=(8, max(2.4, 1.2 + 0.4 * len(summaries))), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     names = [f"track {s['track_id']} ({s['last_s'] - s['first_s']:.1f} s)" for s in summaries]
