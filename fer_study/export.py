@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_study.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from fer_study.labels import EMOTIONS, NUM_CLASSES
 
 VARIANTS: tuple[str, ...] = ("float32", "dynamic", "int8")
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -96,27 +96,17 @@ def model_input_size(model: Any) -> int:
 def as_model_input(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W) or (N, H, W, 1) face images in [0, 255] -> float32 (N, size, size, 1).
 
-    Models smaller than the 48 px FER2013 face are trained on centre crops of it, so they
-    get the centre ``size/48`` of each image (as in ``realtime.crop_faces``); otherwise
-    images are resized.
+    The deployment's one crop rule (:func:`fer_study.realtime.classify.face_images_input`):
+    models smaller than the 48 px FER2013 face are trained on centre crops of it, so they
+    get the centre ``size/48`` of each image; otherwise images are resized.
     """
-    import cv2
+    from fer_study.realtime.classify import face_images_input  # it imports this module
+    from fer_study.realtime.faces import RealtimeError
 
-    images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3:
-        raise ExportError(f"expected grayscale images (N, H, W[, 1]), got shape {images.shape}")
-    h, w = images.shape[1:]
-    if size < IMAGE_SIZE and h == w:
-        side = round(h * size / IMAGE_SIZE)
-        off = (h - side) // 2
-        images = images[:, off : off + side, off : off + side]
-    if images.shape[1:] != (size, size):
-        images = np.stack(
-            [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images]
-        )
-    return images.astype(np.float32)[..., None]
+    try:
+        return face_images_input(images, size)
+    except RealtimeError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- inference

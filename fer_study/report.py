@@ -515,6 +515,8 @@ def _benchmark_line(name: str, res: Mapping) -> str:
             line += (f"; the `fer` package's classifier keeps "
                      f"{fmt(fer.get('relative_robustness'))} of {fmt(fer.get('clean_accuracy'))}")
         return line + "."
+    if res.get("headline"):
+        return _realtime_line(res)
     targets = res.get("targets") or {}
     acc = res.get("accuracy") or {}
     runs = [r for r in res.get("runs", []) if (r.get("ours") or {}).get("fps_mean")
@@ -536,6 +538,52 @@ def _benchmark_line(name: str, res: Mapping) -> str:
     if missed:
         line += f". Targets not met: {', '.join(missed)}"
     return line + "."
+
+
+def _realtime_line(res: Mapping) -> str:
+    """The real-time benchmark (recall-set schema): default pipeline vs fer, from the file."""
+    h = res["headline"]
+    scenes = (res.get("recall") or {}).get("scenes") or {}
+    line = f"**Real-time benchmark** (`{res.get('command')}`; 640x480, 1 thread, medians): "
+    parts = []
+    if h.get("fps_ratio") is not None:
+        parts.append(f"default pipeline (YuNet) {fmt(h['ours_fps'])} FPS vs `fer` "
+                     f"{fmt(h['fer_fps'])} FPS on a frame with one 80 px face, "
+                     f"{fmt(h['fps_ratio'])}x `fer`")
+    if h.get("recall_ours") is not None:
+        parts.append(f"recall on faces >= 32 px ({scenes.get('frames')} frames of FER2013 "
+                     f"{scenes.get('fer2013_split')} faces and the astronaut at 24-320 px): ours "
+                     f"{fmt(h['recall_ours'])} ({h['false_positives_ours']} false positives), "
+                     f"`fer` {fmt(h['recall_fer'])} ({h['false_positives_fer']})")
+        parts.append(f"emotion accuracy end to end over all labelled faces: ours "
+                     f"{fmt(h['e2e_accuracy_ours'])}, `fer` {fmt(h['e2e_accuracy_fer'])} (over "
+                     f"the faces each found: {fmt(h['e2e_accuracy_detected_ours'])}, "
+                     f"{fmt(h['e2e_accuracy_detected_fer'])})")
+    like = next((r for r in res.get("runs", []) if r.get("detector") == "haar_min50"
+                 and r.get("scene") == h.get("scene") and r.get("detect_every") == 1), None)
+    like_recall = (((res.get("recall") or {}).get("results") or {}).get("haar_min50") or {})
+    if like and like.get("fps_ratio_medians") is not None:
+        parts.append(f"like for like (our Haar at `fer`'s face sizes, `haar_min50`): "
+                     f"{fmt(like['ours']['fps_median'])} FPS, {fmt(like['fps_ratio_medians'])}x "
+                     f"`fer`, recall {fmt(like_recall.get('recall_ge_32px'))}")
+    for d in res.get("detect_every_tradeoff", []):
+        run = next((r for r in res.get("runs", []) if r.get("detector") == "yunet"
+                    and r.get("scene") == h.get("scene")
+                    and r.get("detect_every") == d["detect_every"]), None)
+        if d["detect_every"] > 1 and run:
+            parts.append(f"`--detect-every {d['detect_every']}`: {fmt(run['ours']['fps_mean'])} "
+                         f"FPS (mean; {fmt(run['fps_ratio_ours_over_fer'])}x `fer`), a new face "
+                         f"found {fmt(d['delay_frames_mean'])} frames late on average (at most "
+                         f"{d['delay_frames_max']})")
+    acc = res.get("accuracy") or {}
+    if acc.get("fer") is not None:
+        parts.append(f"classifier accuracy on {acc.get('split')}'s own crops: ours "
+                     f"{fmt(acc.get('ours'))}, `fer` {fmt(acc.get('fer'))}")
+    missed = [k for k, v in (res.get("targets") or {}).items() if v is False]
+    line += "; ".join(parts) + "."
+    if missed:
+        line += f" Targets not met: {', '.join(missed)}."
+    return line
 
 
 def update_readme(readme: str | os.PathLike, results: dict[str, dict] | None = None,

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import os
-import urllib.error
 from pathlib import Path
 
 import cv2
@@ -15,8 +14,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from realtime_fixtures import compose, load_head, make_models  # noqa: E402
+
 from fer_study import realtime  # noqa: E402
-from fer_study.export import export_tflite  # noqa: E402
 from fer_study.labels import EMOTIONS, NUM_CLASSES  # noqa: E402
 from fer_study.realtime import (  # noqa: E402
     Box,
@@ -26,51 +26,23 @@ from fer_study.realtime import (  # noqa: E402
     KerasClassifier,
     Pipeline,
     RealtimeError,
+    classify,
     crop_faces,
+    detect,
     draw_faces,
+    io,
     main,
 )
 
 
-def tiny_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255.0)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(NUM_CLASSES, activation="softmax")(x)
-    return keras.Model(inp, out)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """(keras model, .keras path, float32 .tflite path) of the project's model contract."""
-    d = tmp_path_factory.mktemp("models")
-    model = tiny_model()
-    keras_path = d / "tiny.keras"
-    model.save(keras_path)
-    report = export_tflite(model, d, variants=("float32",), name="tiny")
-    return model, keras_path, Path(report["variants"]["float32"]["path"])
+    return make_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
 def head() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut()[15:255, 110:330, ::-1])  # BGR, face ~95 px
-
-
-def compose(head: np.ndarray, positions, scale: float = 1.25, size=(640, 480)) -> np.ndarray:
-    """A BGR frame with copies of the astronaut's head at the given top-left positions."""
-    frame = np.full((size[1], size[0], 3), 70, np.uint8)
-    frame[:, :, 1] = np.linspace(40, 160, size[0], dtype=np.uint8)[None, :]  # some texture
-    h = cv2.resize(head, None, fx=scale, fy=scale)
-    for x, y in positions:
-        hh, ww = min(h.shape[0], size[1] - y), min(h.shape[1], size[0] - x)
-        frame[y : y + hh, x : x + ww] = h[:hh, :ww]
-    return frame
+    return load_head()
 
 
 # --------------------------------------------------------------------------- units
@@ -212,13 +184,29 @@ def test_load_classifier_errors(tmp_path, monkeypatch):
     other.write_bytes(b"x")
     with pytest.raises(RealtimeError, match="unsupported"):
         realtime.load_classifier(other)
-    monkeypatch.setattr(realtime, "DEFAULT_TFLITE_MODEL", tmp_path / "default_model.tflite")
-    monkeypatch.setattr(realtime, "DEFAULT_KERAS_MODEL", tmp_path / "default_model.keras")
+    monkeypatch.setattr(classify, "DEFAULT_TFLITE_MODEL", tmp_path / "default_model.tflite")
+    monkeypatch.setattr(classify, "DEFAULT_KERAS_MODEL", tmp_path / "default_model.keras")
     with pytest.raises(RealtimeError, match="default model is missing.*--model"):
         realtime.load_classifier(None)
 
 
 # --------------------------------------------------------------------------- YuNet
+
+
+def test_yunet_is_shipped_and_checked_by_hash(tmp_path, monkeypatch):
+    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
+    assert realtime.resolve_yunet_model() == detect.YUNET_ASSET
+    assert hashlib.sha256(detect.YUNET_ASSET.read_bytes()).hexdigest() == realtime.YUNET_SHA256
+    licence = detect.YUNET_ASSET.with_suffix(".LICENSE").read_text()
+    assert "MIT License" in licence and realtime.YUNET_SHA256 in licence
+    damaged = tmp_path / realtime.YUNET_FILENAME
+    damaged.write_bytes(detect.YUNET_ASSET.read_bytes()[:-10])
+    monkeypatch.setattr(detect, "YUNET_ASSET", damaged)
+    with pytest.raises(RealtimeError, match="expected 8f2383e4.*damaged install"):
+        realtime.YuNetDetector()
+    monkeypatch.setattr(detect, "YUNET_ASSET", tmp_path / "gone.onnx")
+    with pytest.raises(RealtimeError, match="missing.*--detector haar"):
+        realtime.make_pipeline(model=tmp_path / "never_loaded.tflite")
 
 
 def test_yunet_explicit_paths_must_exist(tmp_path, monkeypatch):
@@ -234,67 +222,26 @@ def test_yunet_explicit_paths_must_exist(tmp_path, monkeypatch):
     assert realtime.resolve_yunet_model() == garbage
     with pytest.raises(RealtimeError, match="cannot load YuNet"):
         realtime.YuNetDetector()
-
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network is unreachable")
-
-
-class _FakeResponse:
-    def __init__(self, payload: bytes):
-        self.payload = payload
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def read(self) -> bytes:
-        return self.payload
-
-
-def test_yunet_download_offline_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
-    monkeypatch.setattr(realtime.urllib.request, "urlopen", _no_network)
-    dest = tmp_path / "cache" / realtime.YUNET_FILENAME
-    with pytest.raises(RealtimeError) as err:
-        realtime.resolve_yunet_model(cache_path=dest)
-    msg = str(err.value)
-    assert str(dest) in msg and realtime.YUNET_SHA256 in msg and "offline" in msg
-    with pytest.raises(RealtimeError, match="not found"):
-        realtime.resolve_yunet_model(cache_path=dest, download=False)
-
-
-def test_yunet_download_checks_sha256(tmp_path, monkeypatch):
-    monkeypatch.delenv(realtime.YUNET_ENV, raising=False)
-    dest = tmp_path / "cache" / realtime.YUNET_FILENAME
-    monkeypatch.setattr(realtime.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(b"bad"))
-    with pytest.raises(RealtimeError, match="sha256"):
-        realtime.resolve_yunet_model(cache_path=dest)
-    assert not dest.exists() and not list(tmp_path.rglob("*.part"))
-    # With a matching checksum the file is stored once and then used from the cache.
-    payload = b"pretend onnx"
-    monkeypatch.setattr(realtime, "YUNET_SHA256", hashlib.sha256(payload).hexdigest())
-    monkeypatch.setattr(realtime.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
-    assert realtime.resolve_yunet_model(cache_path=dest) == dest
-    assert dest.read_bytes() == payload
-    monkeypatch.setattr(realtime.urllib.request, "urlopen", _no_network)
-    assert realtime.resolve_yunet_model(cache_path=dest) == dest
-    dest.write_bytes(b"tampered")
-    with pytest.raises(RealtimeError, match="expected"):
-        realtime.resolve_yunet_model(cache_path=dest)
-
-
-def test_yunet_default_cache_location(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert realtime.yunet_cache_path() == tmp_path / "fer_study" / realtime.YUNET_FILENAME
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    expected = tmp_path / ".cache" / "fer_study" / realtime.YUNET_FILENAME
-    assert realtime.yunet_cache_path() == expected
     with pytest.raises(RealtimeError, match="unknown detector"):
         realtime.make_detector("mtcnn")
+
+
+def test_yunet_finds_small_faces_haar_misses(head):
+    """Faces of ~60, ~48 and ~40 px in 640x480 (people a few metres from a webcam): YuNet
+    (the default) finds all three, the Haar default (faces >= 96 px) none."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, :, 2] = np.linspace(60, 180, 640, dtype=np.uint8)[None, :]
+    truth = []
+    for (x, y), face_px in zip([(60, 200), (300, 120), (500, 300)], (60, 48, 40), strict=True):
+        s = face_px / 95  # the astronaut's face is ~95 px wide in `head`
+        h = cv2.resize(head, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        frame[y : y + h.shape[0], x : x + h.shape[1]] = h
+        truth.append(Box(x + round(68 * s), y + round(48 * s), face_px, round(1.2 * face_px)))
+    found = realtime.make_detector().detect(frame)
+    assert len(found) == 3
+    assert all(max(t.iou(b) for b in found) > 0.4 for t in truth)
+    assert all(0.0 < b.score <= 1.0 for b in found)
+    assert HaarDetector().detect(frame) == []
 
 
 # --------------------------------------------------------------------------- CLI: video
@@ -337,6 +284,18 @@ def test_video_command_writes_annotated_video_and_csv(models, test_video, tmp_pa
         assert r["label"] == EMOTIONS[int(np.argmax(probs))]
         assert r["smoothed_label"] in EMOTIONS
     assert len({r["track_id"] for r in rows}) == 1  # the drifting face stays one track
+    # Beside the CSV: the face's emotion timeline and the summary, from the same rows.
+    analytics = tmp_path / "faces_analytics"
+    summary = json.loads((analytics / "summary.json").read_text())
+    (track,) = summary["per_track"]
+    assert track["track_id"] == int(rows[0]["track_id"]) and track["frames"] == len(rows)
+    assert sum(track["share_of_time"].values()) == pytest.approx(1.0, abs=1e-3)
+    shown = [r["smoothed_label"] for r in rows]
+    assert track["share_of_time"][track["dominant_emotion"]] == pytest.approx(
+        max(shown.count(e) for e in EMOTIONS) / len(rows), abs=1e-3)
+    for png in (track["plot"], "overview.png"):
+        assert cv2.imread(str(analytics / png)) is not None
+    assert (analytics / "summary.csv").read_text().startswith("track_id,")
 
 
 def test_video_errors_exit_2(models, tmp_path, capsys):
@@ -408,13 +367,13 @@ def test_predict_whole_image_and_errors(models, tmp_path, capsys):
 
 def test_gui_detection_reads_the_build_information(monkeypatch):
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:   NONE\n")
-    assert not realtime.gui_available()
+    assert not io.gui_available()
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:   GTK3\n    GTK+: YES\n")
-    assert realtime.gui_available()
+    assert io.gui_available()
 
 
 def test_webcam_without_gui_suggests_opencv_python(monkeypatch, capsys):
-    monkeypatch.setattr(realtime, "gui_available", lambda: False)
+    monkeypatch.setattr(io, "gui_available", lambda: False)
     assert main(["webcam"]) == 2
     err = capsys.readouterr().err
     assert "pip install" in err and "opencv-python" in err and "video" in err
@@ -422,40 +381,10 @@ def test_webcam_without_gui_suggests_opencv_python(monkeypatch, capsys):
 
 def test_webcam_missing_camera(monkeypatch, models, capsys):
     with pytest.raises(RealtimeError, match="cannot open camera 99"):
-        realtime.open_camera(99)
-    monkeypatch.setattr(realtime, "gui_available", lambda: True)
+        io.open_camera(99)
+    monkeypatch.setattr(io, "gui_available", lambda: True)
     assert main(["webcam", "--camera", "99", "--model", str(models[2])]) == 2
     assert "cannot open camera 99" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- benchmark script
-
-
-def test_benchmark_script_runs_end_to_end(models, tmp_path, capsys):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_realtime.py"
-    spec = importlib.util.spec_from_file_location("benchmark_realtime", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "bench.json"
-    argv = ["--model", str(models[2]), "--frames", "6", "--warmup", "2", "--rounds", "2",
-            "--threads", "1", "--faces", "1", "3", "--detect-every", "1", "3",
-            "--no-fer", "--no-min50", "--output", str(out)]  # fmt: skip
-    assert bench.main(argv) == 0
-    result = json.loads(out.read_text())
-    assert result["model"]["standin"] is False and "--no-fer" in result["command"]
-    assert result["machine"]["cpu_model"] and result["machine"]["versions"]["numpy"]
-    runs = {(r["faces"], r["detect_every"]): r["ours"] for r in result["runs"]}
-    assert set(runs) == {(1, 1), (1, 3), (3, 1), (3, 3)}
-    for (faces, every), ours in runs.items():
-        assert ours["frames"] == 6 and ours["faces_per_frame_median"] == faces
-        assert set(ours["stages_ms"]) == set(realtime.STAGES)
-        assert ours["full_frame_scans"] == (6 if every == 1 else 2)
-        assert ours["fps_mean"] > 0
-    assert result["classifiers_1thread"]["tflite_deployed"]["1_face_ms"]["median"] > 0
-    assert "haar_1thread_1face_detect_every_1" in result["targets"]
-    assert "threads=1 faces=3 haar every=3" in capsys.readouterr().out
 
 
 class FakeCamera:
@@ -474,8 +403,8 @@ def test_webcam_loop_shows_annotated_frames_until_q(monkeypatch, models, head):
     camera = FakeCamera([compose(head, [(200 + 4 * i, 80)]) for i in range(5)])
     shown: list[np.ndarray] = []
     keys = iter([-1, -1, ord("q")])
-    monkeypatch.setattr(realtime, "gui_available", lambda: True)
-    monkeypatch.setattr(realtime, "open_camera", lambda index: camera)
+    monkeypatch.setattr(io, "gui_available", lambda: True)
+    monkeypatch.setattr(io, "open_camera", lambda index: camera)
     monkeypatch.setattr(cv2, "imshow", lambda name, frame: shown.append(frame.copy()))
     monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
     monkeypatch.setattr(cv2, "getWindowProperty", lambda *args: 1.0)
@@ -487,8 +416,8 @@ def test_webcam_loop_shows_annotated_frames_until_q(monkeypatch, models, head):
 
 
 def test_webcam_camera_that_stops_is_an_error(monkeypatch, models, capsys):
-    monkeypatch.setattr(realtime, "gui_available", lambda: True)
-    monkeypatch.setattr(realtime, "open_camera", lambda index: FakeCamera([]))
+    monkeypatch.setattr(io, "gui_available", lambda: True)
+    monkeypatch.setattr(io, "open_camera", lambda index: FakeCamera([]))
     monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
     assert main(["webcam", "--camera", "1", "--model", str(models[2])]) == 2
     assert "camera 1 stopped delivering frames" in capsys.readouterr().err

@@ -335,6 +335,40 @@ def test_readme_benchmark_lines_read_their_numbers_from_the_files(tmp_path):
     assert "Targets not met: equal_or_better_accuracy_than_fer, haar: ge_10x_fer_fps." in text
 
 
+def test_readme_realtime_line_reads_recall_fps_and_detect_every(tmp_path):
+    from fer_study.report import readme_results
+
+    d = _fixture(tmp_path, data=REAL)
+    _write(d, "benchmark_realtime", {
+        "command": "python scripts/benchmark_realtime.py --accuracy-data data/fer2013.csv",
+        "note": "other jobs ran", "accuracy": {"split": "PrivateTest", "ours": 0.62, "fer": 0.66},
+        "recall": {"scenes": {"frames": 200, "fer2013_split": "PrivateTest"},
+                   "results": {"haar_min50": {"recall_ge_32px": 0.5993}}},
+        "runs": [{"scene": "one_face_80px", "detector": "yunet", "detect_every": 5,
+                  "ours": {"fps_mean": 310.5}, "fps_ratio_ours_over_fer": 22.1},
+                 {"scene": "one_face_80px", "detector": "haar_min50", "detect_every": 1,
+                  "ours": {"fps_median": 25.0}, "fps_ratio_medians": 2.05}],
+        "detect_every_tradeoff": [{"detect_every": 1, "delay_frames_mean": 0.0,
+                                   "delay_frames_max": 0},
+                                  {"detect_every": 5, "delay_frames_mean": 2.0,
+                                   "delay_frames_max": 4}],
+        "headline": {"scene": "one_face_80px", "ours_fps": 120.3, "fer_fps": 10.1,
+                     "fps_ratio": 11.91, "recall_ours": 0.6512, "recall_fer": 0.6213,
+                     "false_positives_ours": 12, "false_positives_fer": 60,
+                     "e2e_accuracy_ours": 0.35, "e2e_accuracy_fer": 0.36,
+                     "e2e_accuracy_detected_ours": 0.58, "e2e_accuracy_detected_fer": 0.6},
+        "targets": {"default_ge_10x_fer_fps_one_face": True,
+                    "equal_or_better_accuracy_than_fer": False}})
+    text = readme_results(read_results(d), d)
+    assert "1 thread, medians): default pipeline" in text
+    assert "`haar_min50`): 25 FPS, 2.05x `fer`, recall 0.5993" in text
+    assert "120.3 FPS vs `fer` 10.1 FPS on a frame with one 80 px face, 11.91x `fer`" in text
+    assert "ours 0.6512 (12 false positives), `fer` 0.6213 (60)" in text
+    assert "`--detect-every 5`: 310.5 FPS (mean; 22.1x `fer`), a new face found 2 frames " \
+        "late on average (at most 4)" in text
+    assert "Targets not met: equal_or_better_accuracy_than_fer." in text
+
+
 def test_majority_class_reference_and_a_scratch_twin_stuck_on_it(tmp_path):
     rows = [*ROWS[:2], {"model": "efficientnet_lite0_scratch", "kind": "scratch",
                         "pretrained weights": "none (random init)", "status": "ok",

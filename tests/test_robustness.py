@@ -252,25 +252,13 @@ def test_fer_bar_is_read_from_the_benchmark_never_typed_in(tmp_path):
     assert "--data d.csv" in ref["source"] and "1000 FER2013 PrivateTest" in ref["source"]
 
 
-def _load_script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, monkeypatch):
-    """scripts/benchmark_robustness.py end to end on a tiny csv: the shipped TFLite model and
-    a stand-in for fer's classifier, whose labels come in fer's order and must be re-ordered
+    """The robustness benchmark end to end on a tiny csv: the shipped TFLite model and a
+    stand-in for fer's classifier, whose labels come in fer's order and must be re-ordered
     to ours (it always says 'happy', so its accuracy is the share of Happy faces)."""
-    import sys
-
     from conftest import write_fer_csv
 
+    from fer_study.benchmarks import robustness as bench
     from fer_study.labels import EMOTIONS
 
     rng = np.random.default_rng(0)
@@ -295,14 +283,13 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
             probs[:, next(i for i, e in fer_names.items() if e == "happy")] = 0.4
             return probs
 
-    realtime_bench = _load_script("benchmark_realtime")
-    monkeypatch.setattr(realtime_bench, "load_fer", lambda: (FakeFER, ["fake fer"]))
-    monkeypatch.setitem(sys.modules, "benchmark_realtime", realtime_bench)
-    bench = _load_script("benchmark_robustness")
+    monkeypatch.setattr(bench, "load_fer", lambda: (FakeFER, ["fake fer"]))
     out = tmp_path / "rob.json"
     assert bench.main(["--data", str(csv), "--images", "42", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["images"] == 42 and "--images 42" in res["command"]
+    assert res["command"].startswith("python scripts/benchmark_robustness.py --data")
+    assert res["fer"]["notes"] == ["fake fer"]
     happy_share = float(np.mean(labels[R.random_subset(n, 42, seed=0)]
                                 == EMOTIONS.index("Happy")))
     assert res["fer"]["clean_accuracy"] == pytest.approx(happy_share)
