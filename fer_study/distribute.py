@@ -61,9 +61,16 @@ class Placement:
     strategy: Any = None  # tf.distribute.Strategy or keras.distribution.Distribution
     sync_batch_norm: bool = False
 
-    def scope(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
         """Build, load, compile and fit inside this scope (variables placed per replica)."""
-        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        if self.strategy is None:
+            yield
+            return
+        fixes = _multi_worker_fit_fixes() if self.kind == "multi_worker" \
+            else contextlib.nullcontext()
+        with fixes, self.strategy.scope():
+            yield
 
     def scaled(self, cfg: Any) -> Any:
         """`cfg` with the global batch and learning rate this placement trains with."""
@@ -306,6 +313,55 @@ def worker_run_dir(run_dir: str, distribution: str) -> str:
         return run_dir
     kind, index, chief = worker_task()
     return run_dir if chief else os.path.join(run_dir, f"{kind}{index}")
+
+
+@contextlib.contextmanager
+def _multi_worker_fit_fixes() -> Iterator[None]:
+    """Keras 3's TensorFlow trainer cannot ``fit`` under MultiWorkerMirroredStrategy
+    (tensorflow/tensorflow#72388): its symbolic build averages a per-replica input batch with
+    ``strategy.reduce`` and its step reduces scalar logs along axis 0, and the collective
+    reduce rejects both. Inside this block the two functions do what they mean: build from the
+    first local replica's batch, and average the logs over all replicas (axis None). Both
+    changes apply only to multi-worker strategies and are undone on exit; a Keras without
+    these internals is left as it is."""
+    try:
+        from keras.src import tree
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        trainer_cls = tf_trainer.TensorFlowTrainer
+        original_reduce = tf_trainer.reduce_per_replica
+        original_build = trainer_cls._maybe_symbolic_build
+        multi_worker = tf_trainer._collective_all_reduce_multi_worker
+    except (ImportError, AttributeError):
+        yield
+        return
+    import tensorflow as tf
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not multi_worker(strategy):
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    trainer_cls._maybe_symbolic_build = maybe_symbolic_build
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        trainer_cls._maybe_symbolic_build = original_build
 
 
 # --------------------------------------------------------------------------- keras pieces
