@@ -12,6 +12,8 @@ ARGS ?=
 
 .PHONY: setup study test lint clean-study
 
+# Two stamps: the study's environment, and on top of it what only the tests need (MLflow and
+# JAX, for the tracking and keras.distribution tests), so `make study` never waits for them.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -19,12 +21,16 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test,tracking,jax]"
+	touch $@
+
 setup: $(BIN)/.installed
 
 study: setup
 	$(BIN)/python -m fer_study study --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(if $(FERPLUS),--ferplus $(FERPLUS)) $(ARGS)
 
-test: setup
+test: $(BIN)/.installed-test
 	$(BIN)/python -m ruff check fer_study tests scripts
 	$(BIN)/python -m pytest -q
 
