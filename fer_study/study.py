@@ -82,6 +82,12 @@ TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "effi
 #   a fair comparison. Needs --data path/to/fer2013.csv.
 # * full: the capstone's GPU protocol: all Training images, backbones at 224x224, a frozen
 #   warm-up then fine-tuning of all layers, 30 epochs with early stopping; baseline 60 epochs.
+#   On N GPUs: `study --devices all` (make study ARGS="--devices all") trains each stage
+#   data-parallel with these batch sizes as global batches, split across the GPUs, at the same
+#   learning rate: the same protocol, faster (linear scaling is off by default; a stage's
+#   run_config may set scale_by_replicas). Several machines: each training as
+#   `python -m fer_study train ... --distribution multi_worker` with TF_CONFIG (README, Scale
+#   out); the study itself runs on one machine.
 # * smoke: a pipeline check in a few minutes (tests, CI): numbers are meaningless.
 
 _DEMO_SIZES = {"Training": 1000, "PublicTest": 250, "PrivateTest": 250}
