@@ -306,13 +306,21 @@ def worker_task() -> tuple[str, int, bool]:
     return kind, index, chief
 
 
+def is_chief(distribution: str) -> bool:
+    """Whether this process writes a run's shared outputs (always, but on the non-chief
+    workers of a multi-worker run)."""
+    if distribution not in ("multi_worker", "auto") or cluster_size() <= 1:
+        return True
+    return worker_task()[2]
+
+
 def worker_run_dir(run_dir: str, distribution: str) -> str:
     """The run folder this process writes: the run's own for the chief (and every
     non-multi-worker run), a subfolder for the other workers of a multi-worker run."""
-    if distribution not in ("multi_worker", "auto") or cluster_size() <= 1:
+    if is_chief(distribution):
         return run_dir
-    kind, index, chief = worker_task()
-    return run_dir if chief else os.path.join(run_dir, f"{kind}{index}")
+    kind, index, _ = worker_task()
+    return os.path.join(run_dir, f"{kind}{index}")
 
 
 @contextlib.contextmanager

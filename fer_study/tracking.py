@@ -29,6 +29,7 @@ from typing import Any
 
 import keras
 
+from fer_study.distribute import is_chief
 from fer_study.run_options import DEFAULT_EXPERIMENT, DEFAULT_STORE, require_mlflow
 
 _FINAL_KEYS = ("accuracy", "top2_accuracy", "macro_f1", "weighted_f1", "ece",
@@ -143,12 +144,6 @@ class RunTracker:
             with contextlib.suppress(Exception):  # deleted meanwhile: start a new one
                 run_id = client.get_run(previous["run_id"]).info.run_id
                 client.update_run(run_id, status="RUNNING")
-        if run_id is not None:
-            # epochs that finished after the last one logged (an interruption between the
-            # run's own bookkeeping and this logging) come from history.csv
-            logged = {m.step for m in client.get_metric_history(run_id, "loss")}
-            _log_history(client, run_id, Path(cfg.run_dir) / "history.csv",
-                         skip=logged, upto=state.get("epoch", 0))
         if run_id is None:
             exp = experiment_id(client, cfg.mlflow_experiment or DEFAULT_EXPERIMENT)
             run_id = client.create_run(exp, run_name=Path(cfg.run_dir).name,
@@ -159,6 +154,11 @@ class RunTracker:
         # (only execution settings such as devices may differ; the run's state has them).
         params = {k: v for k, v in flatten(cfg.to_json()).items() if k not in logged}
         _log(client, run_id, params=params)
+        # epochs already in history.csv but not in MLflow (an interruption between the run's
+        # own bookkeeping and this logging, or a run started without --mlflow)
+        logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+        _log_history(client, run_id, Path(cfg.run_dir) / "history.csv", skip=logged,
+                     upto=state.get("epoch", 0))
         state["mlflow"] = {"uri": client.tracking_uri, "run_id": run_id}
         return cls(client, run_id, state)
 
@@ -221,9 +221,22 @@ class _EpochMetrics(keras.callbacks.Callback):
 
 
 def open_run(cfg: Any, state: dict) -> RunTracker | _NoTracking:
-    """The tracker of a training run: MLflow when cfg.mlflow is set, else one that does
-    nothing (and imports nothing)."""
-    return RunTracker.open(cfg, state) if getattr(cfg, "mlflow", None) else _NoTracking()
+    """The tracker of a training run: MLflow when cfg.mlflow is set (on the chief only, when
+    several workers train it), else one that does nothing (and imports nothing)."""
+    if getattr(cfg, "mlflow", None) and is_chief(cfg.distribution):
+        return RunTracker.open(cfg, state)
+    return _NoTracking()
+
+
+def log_finished_run(cfg: Any, state: dict, metrics: Mapping, run_dir: Path) -> bool:
+    """`--mlflow` on a run that finished without it (or into another store): log it now.
+    Returns whether `state` changed (it records the MLflow run)."""
+    if not getattr(cfg, "mlflow", None) or not is_chief(cfg.distribution):
+        return False
+    if (state.get("mlflow") or {}).get("uri") == store_uri(cfg.mlflow):
+        return False  # logged when it finished
+    RunTracker.open(cfg, state).finish(metrics, run_dir)
+    return True
 
 
 class _NoTracking:

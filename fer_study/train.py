@@ -32,7 +32,7 @@ from fer_study.evaluate import apply_temperature, fit_temperature, metrics_from_
 from fer_study.models import build_model, count_params, get_spec, set_trainable
 from fer_study.precision import dtype_policy, resolve_precision
 from fer_study.provenance import stamp, write_json
-from fer_study.tracking import open_run
+from fer_study.tracking import log_finished_run, open_run
 
 TRAIN_EVAL_SAMPLE = 5000  # train accuracy is measured on a fixed sample to keep runs cheap
 # Where and how a run executes, not what it computes: a run resumes when only these changed.
@@ -280,7 +280,10 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     state = json.loads(state_file.read_text()) if state_file.exists() else {
         "epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "wait": 0, "completed": False}
     if state.get("completed") and (run_dir / "metrics.json").exists():
-        return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if log_finished_run(cfg, state, metrics, run_dir):  # --mlflow on a finished run
+            write_json(state_file, state)
+        return RunResult(run_dir, metrics)
 
     placement = plan(cfg)  # before TensorFlow runs anything (virtual CPU devices)
     check_resume(placement, state, cfg.scale_by_replicas)

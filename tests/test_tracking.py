@@ -82,6 +82,8 @@ def test_training_run_is_logged_resumed_and_read_back(tmp_path, monkeypatch):
     assert {"config.json", "history.csv", "metrics.json", "model"} <= names
     model = client.download_artifacts(run.info.run_id, "model/best.keras", str(tmp_path))
     assert Path(model).read_bytes() == (run_dir / "best.keras").read_bytes()
+    train(cfg)  # finished: nothing is trained or logged again
+    assert len(_runs(client, "unit")) == 1
 
 
 def test_cli_flags_reach_the_config_and_missing_mlflow_is_one_clear_line(
@@ -218,16 +220,21 @@ def mlflow_server(tmp_path):
         log.close()
 
 
-def test_a_training_run_logged_to_a_real_mlflow_server(tmp_path, mlflow_server):
-    cfg = RunConfig(**{**FAST, "epochs": 1}, run_dir=str(tmp_path / "run"),
-                    mlflow=mlflow_server, mlflow_experiment="served")
-    result = train(cfg)
+def test_a_finished_run_logged_to_a_real_mlflow_server(tmp_path, mlflow_server):
+    """A run trained without --mlflow, then given a tracking server: the finished run is
+    logged from its folder (epochs from history.csv), and only once."""
+    plain = RunConfig(**{**FAST, "epochs": 2}, run_dir=str(tmp_path / "run"))
+    result = train(plain)
+    cfg = RunConfig(**{**plain.to_json(), "mlflow": mlflow_server,
+                       "mlflow_experiment": "served"})
+    assert train(cfg).metrics == result.metrics  # where it is logged is not what it is
+    train(cfg)
     client = MlflowClient(tracking_uri=mlflow_server)
     (run,) = _runs(client, "served")
-    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
     assert run.data.metrics["PublicTest/accuracy"] == pytest.approx(
         result.metrics["splits"]["PublicTest"]["none"]["accuracy"])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
     model = client.download_artifacts(run.info.run_id, "model/best.keras", str(tmp_path))
     assert Path(model).read_bytes() == (tmp_path / "run" / "best.keras").read_bytes()
     metrics = json.loads(Path(client.download_artifacts(
