@@ -626,7 +626,8 @@ def _stage_tracker(target: str | None, experiment: str, profile: str, data_id: M
     MLflow (once per fingerprint and status); does nothing without a target."""
     if not target:
         return lambda *a: None
-    from fer_study.tracking import flatten, log_stage, require_mlflow
+    from fer_study.run_options import require_mlflow
+    from fer_study.tracking import flatten, log_stage
 
     require_mlflow()  # before the first stage runs, not after it
 
