@@ -12,11 +12,17 @@ ARGS ?=
 
 .PHONY: setup study test lint clean-study runs leaderboard ship benchmark-training browser
 
+# Two stamps: the study's environment, and on top of it what only the tests need (MLflow and
+# JAX, for the tracking and keras.distribution tests), so `make study` never waits for them.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test,tracking,jax]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -39,7 +45,7 @@ browser:
 		echo "the browser test will fail; FER_STUDY_SKIP_BROWSER_TESTS=1 skips it"; \
 	fi
 
-test: setup browser
+test: $(BIN)/.installed-test browser
 	$(BIN)/python -m ruff check fer_study tests scripts
 	$(BIN)/python -m pytest -q
 

@@ -9,6 +9,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from fer_study.data import DataError
+from fer_study.run_options import (
+    add_distribution_arguments,
+    add_tracking_arguments,
+    distribution_settings,
+    require_mlflow,
+)
 
 
 def _parse_value(text: str):
@@ -45,6 +51,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.run_dir = args.run_dir
     elif not args.config:
         cfg.run_dir = f"runs/{cfg.model}"
+    for k, v in distribution_settings(args).items():
+        setattr(cfg, k, v)
+    if args.mlflow:
+        require_mlflow()  # fail before loading data and training, not after
+        cfg.mlflow, cfg.mlflow_experiment = args.mlflow, args.mlflow_experiment
     result = train(cfg, overwrite=args.overwrite)
     _print_summary(result.metrics, result.run_dir)
     return 0
@@ -130,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set label_smoothing=0.1")
     t.add_argument("--run-dir", help="run folder (default runs/<model>)")
     t.add_argument("--overwrite", action="store_true", help="discard an existing run there")
+    add_distribution_arguments(t)
+    add_tracking_arguments(t)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset")

@@ -35,6 +35,13 @@ from typing import Any
 
 from fer_study.provenance import REPO_ROOT, write_json
 from fer_study.report import MANIFEST, NOTEBOOKS, RESULTS, build_report
+from fer_study.run_options import (
+    DISTRIBUTIONS,
+    add_tracking_arguments,
+    distribution_settings,
+    settings_from_env,
+    settings_to_env,
+)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 COMMON_PARAMS = ("profile", "data", "ferplus", "synthetic_sizes", "runs_dir", "reports_dir",
@@ -75,6 +82,12 @@ TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "effi
 #   a fair comparison. Needs --data path/to/fer2013.csv.
 # * full: the capstone's GPU protocol: all Training images, backbones at 224x224, a frozen
 #   warm-up then fine-tuning of all layers, 30 epochs with early stopping; baseline 60 epochs.
+#   On N GPUs: `study --devices all` (make study ARGS="--devices all") trains each stage
+#   data-parallel with these batch sizes as global batches, split across the GPUs, at the same
+#   learning rate: the same protocol, faster (linear scaling is off by default; a stage's
+#   run_config may set scale_by_replicas). Several machines: each training as
+#   `python -m fer_study train ... --distribution multi_worker` with TF_CONFIG (README, Scale
+#   out); the study itself runs on one machine.
 # * smoke: a pipeline check in a few minutes (tests, CI): numbers are meaningless.
 
 _DEMO_SIZES = {"Training": 1000, "PublicTest": 250, "PrivateTest": 250}
@@ -492,8 +505,11 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
               reports_dir: str | None = None, overrides: Sequence[str] | None = None,
               only: Sequence[str] | None = None, force: bool = False, dry_run: bool = False,
               notebooks_dir: str | os.PathLike | None = None, progress: bool = True,
-              log_output: bool = False, report: bool = True) -> int:
-    """Run (or resume) the study; returns a process exit status (0 ok, 1 a stage failed)."""
+              log_output: bool = False, report: bool = True, mlflow: str | None = None,
+              mlflow_experiment: str | None = None) -> int:
+    """Run (or resume) the study; returns a process exit status (0 ok, 1 a stage failed).
+    With `mlflow` (a tracking URI or folder) each stage is logged as a run of one experiment
+    (default fer-study-<profile>), see fer_study.tracking.log_stage."""
     prof = get_profile(profile)
     reports_dir = reports_dir or prof.get("reports_dir", "reports")
     stages = plan_study(profile, data, ferplus, runs_dir, reports_dir, overrides, only,
@@ -505,6 +521,8 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
     sizes = stages[0].params.get("synthetic_sizes") if stages else None
     seed = stages[0].params.get("seed", 0) if stages else 0
     data_id = data_identity(data, ferplus, sizes, seed)
+    track = _stage_tracker(mlflow, mlflow_experiment or f"fer-study-{prof['name']}",
+                           prof["name"], data_id)
     print(f"fer-study: profile {prof['name']} ({prof.get('description', '')}; budget "
           f"{prof.get('budget', '?')}), data {data_id['kind']} "
           f"{data_id.get('sha256', data_id.get('listing_sha256', ''))[:12]}".rstrip())
@@ -548,6 +566,7 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
             if not out_nb.with_suffix(".html").is_file():
                 render_html(out_nb)
             rs = _result_status(result_file)
+            track(stage, old, result_file, out_nb)
             outcomes.append(Outcome(stage.name, "skipped", 0.0, rs))
             print(f"{tag:<48} skipped (unchanged; last: {rs})", flush=True)
             continue
@@ -574,6 +593,7 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
             dt = time.perf_counter() - t0
             entry.update(status="failed", seconds=round(dt, 1), error=str(e))
             write_json(manifest_file, manifest)
+            track(stage, entry, result_file, out_nb)
             print(f"{tag:<48} FAILED after {dt:.1f}s\n{e}", file=sys.stderr, flush=True)
             print("the report was not rebuilt; fix the error and run the same command again "
                   "(finished stages are skipped)", file=sys.stderr)
@@ -583,6 +603,7 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
         entry.update(status="ok", seconds=round(dt, 1), finished_utc=_utc(), result_status=rs,
                      fingerprint=stage_fingerprint(stage, data_id, results_dir)[0])
         write_json(manifest_file, manifest)
+        track(stage, entry, result_file, out_nb)
         outcomes.append(Outcome(stage.name, "ok", dt, rs))
         print(f"{tag:<48} done in {dt:.1f}s ({rs})", flush=True)
     if dry_run:
@@ -600,6 +621,25 @@ def run_study(profile: str | Mapping = "demo", data: str = "synthetic",
     return 0
 
 
+def _stage_tracker(target: str | None, experiment: str, profile: str, data_id: Mapping):
+    """track(stage, manifest entry, results file, executed notebook): logs the stage to
+    MLflow (once per fingerprint and status); does nothing without a target."""
+    if not target:
+        return lambda *a: None
+    from fer_study.run_options import require_mlflow
+    from fer_study.tracking import flatten, log_stage
+
+    require_mlflow()  # before the first stage runs, not after it
+
+    def track(stage: Stage, entry: Mapping, result_file: Path, out_nb: Path) -> None:
+        log_stage(target, experiment, stage.name, entry["status"], entry["fingerprint"],
+                  stage.params, tags={"fer_study.profile": profile,
+                                      **flatten(dict(data_id), "data.")},
+                  seconds=entry.get("seconds"), results=result_file,
+                  files=(out_nb.with_suffix(".html"),), base=Path.cwd())
+    return track
+
+
 def _result_status(path: Path) -> str:
     try:
         return str(json.loads(path.read_text()).get("status", "ok"))
@@ -615,10 +655,12 @@ def _utc() -> str:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by the kernels
+    os.environ.update(settings_to_env(distribution_settings(args)))  # training stages
     return run_study(args.profile, data=args.data, ferplus=args.ferplus,
                      runs_dir=args.runs_dir, reports_dir=args.reports_dir,
                      overrides=args.param, only=args.only, force=args.force,
-                     dry_run=args.dry_run, log_output=args.log_output)
+                     dry_run=args.dry_run, log_output=args.log_output, mlflow=args.mlflow,
+                     mlflow_experiment=args.mlflow_experiment)
 
 
 def add_study_subcommand(subparsers: Any) -> argparse.ArgumentParser:
@@ -646,6 +688,12 @@ def add_study_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", help="training run folders (default runs/<profile>)")
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     s.add_argument("--log-output", action="store_true", help="stream notebook output")
+    s.add_argument("--distribution", choices=DISTRIBUTIONS,
+                   help="data-parallel training for the training stages (see `train -h`)")
+    s.add_argument("--devices", metavar="SPEC", help="devices of the training stages: 'all' "
+                   "(every GPU), N, 'GPU:0,GPU:1'; implies --distribution auto")
+    s.set_defaults(scale_by_replicas=False)  # a what, not a where: set it per run_config
+    add_tracking_arguments(s, experiment=None)
     s.set_defaults(func=_cmd_study)
     return s
 
@@ -656,15 +704,19 @@ def run_training(cfg: Any, dataset: Any = None) -> Any:
     """`train(cfg)`, starting afresh when the run folder holds a run with another config (a
     changed profile or -p value) and resuming an unfinished run with the same config. A run
     that differs only in where its folder was reached from (or its verbosity) is kept."""
-    from fer_study.train import train
+    from dataclasses import replace
 
+    from fer_study.train import EXECUTION_FIELDS, RunConfig, train
+
+    cfg = replace(cfg, **settings_from_env())  # `study --devices ...`
     cfg_file = Path(cfg.run_dir) / "config.json"
     overwrite = False
     if cfg_file.is_file():
-        old = json.loads(cfg_file.read_text())
+        # fields added to RunConfig since the run started read as their defaults (as train())
+        old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
         new = json.loads(json.dumps(cfg.to_json()))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if set(changed) <= {"run_dir", "verbose"}:
+        if set(changed) <= {"run_dir", "verbose", *EXECUTION_FIELDS}:
             if changed:
                 write_json(cfg_file, new)
         else:

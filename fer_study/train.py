@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -21,12 +21,22 @@ import numpy as np
 
 from fer_study.augment import AugmentConfig, FerBatches, class_weights
 from fer_study.data import Dataset, load_dataset, train_val_test
+from fer_study.distribute import (
+    EpochStream,
+    check_resume,
+    describe_plan,
+    plan,
+    worker_run_dir,
+)
 from fer_study.evaluate import apply_temperature, fit_temperature, metrics_from_probs, predict_probs
 from fer_study.models import build_model, count_params, get_spec, set_trainable
 from fer_study.precision import dtype_policy, resolve_precision
 from fer_study.provenance import stamp, write_json
+from fer_study.tracking import log_finished_run, open_run
 
 TRAIN_EVAL_SAMPLE = 5000  # train accuracy is measured on a fixed sample to keep runs cheap
+# Where and how a run executes, not what it computes: a run resumes when only these changed.
+EXECUTION_FIELDS = ("distribution", "devices", "mlflow", "mlflow_experiment")
 
 
 @dataclass
@@ -66,6 +76,13 @@ class RunConfig:
     seed: int = 0
     run_dir: str = "runs/mini_xception"
     verbose: int = 2
+    # Data-parallel training (fer_study.distribute): batch_size is the global batch.
+    distribution: str = "none"  # none | auto | mirrored | multi_worker | data_parallel
+    devices: str | None = None  # None/"all", "N" (first N GPUs), "GPU:0,GPU:1", "cpu:N"
+    scale_by_replicas: bool = False  # linear scaling: batch and lr x replicas
+    sync_batch_norm: bool = True  # tf.distribute: batch-norm statistics of the global batch
+    mlflow: str | None = None  # MLflow tracking URI or local folder (fer_study.tracking)
+    mlflow_experiment: str = "fer-study"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,7 +108,7 @@ def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
     for key, flag in direct.items():
         if cfg[key] != default[key] or key == "model":
             parts.append(f"{flag} {cfg[key]}")
-    skip = set(direct) | {"data", "ferplus", "run_dir", "verbose"}
+    skip = set(direct) | {"data", "ferplus", "run_dir", "verbose", *EXECUTION_FIELDS}
     for f in RunConfig.__dataclass_fields__.values():
         k = f.name
         if k not in skip and cfg[k] != default[k]:
@@ -258,16 +275,17 @@ def _weights_arg(cfg: RunConfig, spec) -> dict:
 
 def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = False) -> RunResult:
     """Train (or resume, or return the finished result of) the run described by `cfg`."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = Path(worker_run_dir(cfg.run_dir, cfg.distribution))
+    cfg = cfg if run_dir == Path(cfg.run_dir) else replace(cfg, run_dir=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file = run_dir / "config.json"
     if cfg_file.exists() and not overwrite:
         # Fields added to RunConfig after a run started read as their defaults, so a run
         # resumes across package versions that only add options.
         old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
-        if old != cfg.to_json():
-            changed = sorted(k for k in set(old) | set(cfg.to_json())
-                             if old.get(k) != cfg.to_json().get(k))
+        changed = sorted(k for k in set(old) | set(cfg.to_json())
+                         if old.get(k) != cfg.to_json().get(k) and k not in EXECUTION_FIELDS)
+        if changed:
             raise ValueError(f"{run_dir} holds a run with a different config (differs in "
                              f"{changed}); use another run_dir or overwrite=True")
     if overwrite:
@@ -278,8 +296,15 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     state = json.loads(state_file.read_text()) if state_file.exists() else {
         "epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "wait": 0, "completed": False}
     if state.get("completed") and (run_dir / "metrics.json").exists():
-        return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if log_finished_run(cfg, state, metrics, run_dir):  # --mlflow on a finished run
+            write_json(state_file, state)
+        return RunResult(run_dir, metrics)
 
+    placement = plan(cfg)  # before TensorFlow runs anything (virtual CPU devices)
+    check_resume(placement, state, cfg.scale_by_replicas)
+    state["distribution"] = placement.describe()
+    fit_cfg = placement.scaled(cfg)  # the global batch and lr this placement trains with
     keras.utils.set_random_seed(cfg.seed)
     spec = get_spec(cfg.model)
     ds = dataset if dataset is not None else load_dataset(
@@ -295,7 +320,7 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     aug = AugmentConfig(**cfg.augment) if cfg.augment else None
     cw = class_weights(train_ds.labels, cfg.class_weight_power) if cfg.class_weight_power \
         else None
-    batches = FerBatches(train_ds.images, train_ds.labels, cfg.batch_size, cfg.input_size,
+    batches = FerBatches(train_ds.images, train_ds.labels, fit_cfg.batch_size, cfg.input_size,
                          augment=aug, weights=cw, soft=train_ds.soft_labels,
                          soft_mask=train_ds.soft_mask, soft_weight=cfg.soft_label_weight,
                          teacher=train_ds.teacher_probs, teacher_weight=cfg.teacher_weight,
@@ -304,19 +329,26 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
 
     precision = resolve_precision(cfg.precision)
     state["precision"] = precision
-    with dtype_policy(precision):
-        _fit(cfg, spec, run_dir, state, batches, val_batches, len(train_ds), len(val_ds))
+    if cfg.verbose and placement.kind != "none":
+        print(f"[{cfg.model}] {describe_plan(placement)}")
+    tracker = open_run(cfg, state)
+    with tracker.active(), dtype_policy(precision), placement.scope():
+        _fit(fit_cfg, spec, run_dir, state, placement.batches(batches, training=True),
+             placement.batches(val_batches, training=False), len(train_ds), len(val_ds),
+             callbacks=placement.callbacks() + tracker.callbacks())
     best = keras.saving.load_model(run_dir / "best.keras")
     metrics = _final_metrics(best, cfg, ds, train_ds, val_ds, test_ds, state,
                              state.pop("resumed_from"))
     write_json(run_dir / "metrics.json", metrics)
     state["completed"] = True
     write_json(state_file, state)
+    tracker.finish(metrics, run_dir)
     return RunResult(run_dir, metrics, best)
 
 
-def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: FerBatches,
-         val_batches: FerBatches, n_train: int, n_val: int) -> None:
+def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: EpochStream,
+         val_batches: keras.utils.PyDataset, n_train: int, n_val: int,
+         callbacks: list = ()) -> None:
     """All training phases, resuming inside whichever one the run stopped in."""
     model = None
     state["resumed_from"] = state["epoch"] if state["epoch"] else None
@@ -339,8 +371,10 @@ def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: FerBatches,
             print(f"[{cfg.model}] phase {phase.name}: epochs {state['epoch'] + 1}-{phase.end} "
                   f"of {cfg.epochs}, {n_train} train / {n_val} selection images, "
                   f"{state['precision']}")
+        # batches is an EpochStream (fer_study.distribute): its order is its own, per epoch
         model.fit(batches, validation_data=val_batches, initial_epoch=state["epoch"],
-                  epochs=phase.end, callbacks=[_RunState(run_dir, cfg, phase, state)],
+                  epochs=phase.end, steps_per_epoch=batches.steps, shuffle=False,
+                  callbacks=[_RunState(run_dir, cfg, phase, state), *callbacks],
                   verbose=cfg.verbose)
 
 
@@ -389,6 +423,7 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
                      "report": test_ds.usage[0] if test_ds is not None else None,
                      "selection_metric": "accuracy (best epoch checkpoint)"},
         "precision": state.get("precision", "float32"),
+        "distribution": state.get("distribution"),
         "teacher": _teacher_summary(cfg),
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
         "stopped_early": bool(state.get("stopped_early")), "resumed_from_epoch": resumed_from,
