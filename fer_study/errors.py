@@ -10,6 +10,17 @@ DataError``, ``fer_study.models.WeightsUnavailable``, ``fer_study.export.ExportE
 
 from __future__ import annotations
 
+__all__ = [
+    "FerStudyError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "WeightsUnavailable",
+    "ExportError",
+    "ResultsError",
+    "StageFailed",
+]
+
 
 class FerStudyError(Exception):
     """Base of the errors a user can act on; the message says what was wrong and what to do."""

@@ -1,15 +1,13 @@
 """Markdown and HTML rendering primitives: table cells, tables, and markdown to HTML.
 
-One cell format for every table the project renders (report, README, tests reading them
-back): floats keep 4 significant digits, large numbers get thousands separators, None is a
-dash.
+One cell format for every table the project renders (report, README): floats keep 4
+significant digits, large numbers get thousands separators, None is a dash.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,21 +46,6 @@ def md_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> s
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def parse_md_table(text: str, after: str) -> list[dict[str, str]]:
-    """The first markdown table after the line containing `after` (used by the tests)."""
-    lines = text.splitlines()
-    start = next(i for i, ln in enumerate(lines) if after in ln)
-    i = next(j for j in range(start, len(lines)) if lines[j].startswith("|"))
-    header = [c.strip() for c in lines[i].strip("|").split(" | ")]
-    rows = []
-    for ln in lines[i + 2:]:
-        if not ln.startswith("|"):
-            break
-        cells = [c.strip() for c in re.split(r"(?<!\\) \| ", ln.strip()[1:-1].strip())]
-        rows.append(dict(zip(header, cells)))
-    return rows
 
 
 _CSS = """

@@ -19,6 +19,14 @@ import numpy as np
 from fer_study.errors import ModelError
 from fer_study.labels import IMAGE_SIZE
 
+__all__ = [
+    "as_model_input",
+    "center_crop",
+    "crop_side",
+    "model_input_size",
+    "ten_crops",
+]
+
 
 def crop_side(side: float, size: int) -> float:
     """The side of the face region a model of input `size` sees, in a face of side `side`:

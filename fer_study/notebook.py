@@ -46,6 +46,17 @@ from fer_study.results import (
 )
 from fer_study.robustness import FER_ROBUSTNESS_COMMAND, FER_ROBUSTNESS_RESULTS
 
+__all__ = [
+    "StudyNotebook",
+    "open_notebook",
+    "run_training",
+    "metrics_rows",
+    "load_run_model",
+    "resolve_model_run",
+    "run_info",
+    "fer_package_reference",
+]
+
 
 @dataclass
 class StudyNotebook:

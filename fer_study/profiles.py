@@ -51,6 +51,14 @@ from fer_study.results import (
     TRANSFER,
 )
 
+__all__ = [
+    "AUTO",
+    "PROFILES",
+    "Profile",
+    "TRANSFER_BACKBONES",
+    "get_profile",
+]
+
 TRANSFER_BACKBONES = ("vggface_vgg16", "vgg16", "resnet50", "mobilenetv2", "efficientnet_lite0",
                       "efficientnet_lite0_scratch")
 AUTO = "auto"  # a notebook parameter whose value comes from the profile

@@ -96,12 +96,13 @@ def write_json(path: str | Path, obj: dict) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
     tmp.replace(p)
     return p
 
 
-def _default(o):
+def json_default(o):
+    """numpy scalars and arrays, and paths, as JSON values (json.dumps' `default`)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

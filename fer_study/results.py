@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from fer_study.errors import ResultsError
-from fer_study.provenance import REPO_ROOT, finite, stamp, write_json
+from fer_study.provenance import REPO_ROOT, finite, json_default, stamp, write_json
 
 RESULTS_FORMAT = 1
 RESULTS, FIGURES, NOTEBOOKS = "results", "figures", "notebooks"
@@ -263,19 +263,9 @@ def write_result(reports_dir: str | os.PathLike, stage: str, payload: Mapping, d
     out = {"format": RESULTS_FORMAT, "notebook": stage, "status": status,
            "synthetic": is_synthetic(prov), **payload, "figures": list(figures),
            "study": dict(study), "data": prov, **stamp()}
-    out = finite(json.loads(json.dumps(out, default=_plain)))
+    out = finite(json.loads(json.dumps(out, default=json_default)))
     validate_result(out)
     return write_json(results_path(reports_dir, stage), out)
-
-
-def _plain(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def records(rows: Any, digits: int = 3, ints: Sequence[str] = ("n", "frames")) -> list[dict]:

@@ -13,6 +13,13 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "keras_latency",
+    "stage_latency_table",
+    "summarise_ms",
+    "time_calls",
+]
+
 
 def summarise_ms(seconds: Sequence[float]) -> dict:
     """Median and 90th-percentile milliseconds of `seconds` (one entry per call)."""

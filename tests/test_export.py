@@ -91,7 +91,7 @@ def test_quantised_variants_are_reported_and_close(exported):
 
 
 def test_int8_is_really_integer_inside_with_float_io(exported):
-    from fer_study.export import make_interpreter
+    from fer_study.tflite import make_interpreter
 
     interp = make_interpreter(exported[1] / "tiny_int8.tflite")
     interp.allocate_tensors()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import parse_md_table
 
 from fer_study.errors import ResultsError
 from fer_study.labels import EMOTIONS
-from fer_study.markdown import parse_md_table
 from fer_study.readme import readme_results, update_readme
 from fer_study.report import build_report
 from fer_study.results import SYNTHETIC_BANNER, read_results

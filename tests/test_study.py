@@ -8,12 +8,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import parse_md_table
 from nbformat.v4 import new_code_cell, new_notebook
 
 from fer_study.cli import main
 from fer_study.errors import ConfigError
 from fer_study.fingerprint import code_sha256
-from fer_study.markdown import parse_md_table
 from fer_study.plan import notebook_parameters, plan_study
 from fer_study.profiles import PROFILES, TRANSFER_BACKBONES, Profile, get_profile
 from fer_study.results import SYNTHETIC_BANNER
