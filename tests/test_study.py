@@ -40,6 +40,22 @@ def test_profiles_only_set_declared_parameters(profile):
         assert s.params["profile"] == profile and s.params["reports_dir"] == "r"
 
 
+def test_every_notebook_opens_with_the_one_notebook_api():
+    """Same common parameters (and defaults: the demo's, never the committed reports/) in
+    every notebook, and one opening line that reads them."""
+    stages = {s.notebook: s for s in plan_study("demo")}
+    common = [{k: v for k, v in notebook_parameters(path).items() if k in CONVENTION}
+              for path in stages]
+    assert all(c == common[0] for c in common) and common[0]["reports_dir"] == \
+        '"reports/demo"'
+    for path in stages:
+        nb = nbformat.read(str(path), as_version=4)
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        opening = f'nb = open_notebook("{path.stem}", globals()'
+        assert opening in code[1] and sum(opening in c for c in code) == 1, path.name
+        assert not any("write_json" in c or "json.dumps" in c for c in code), path.name
+
+
 def test_demo_never_writes_over_the_committed_real_study(tmp_path):
     """The committed reports/ are the real-data study; the demo and smoke profiles default to
     their own git-ignored folders, and an explicit --reports-dir still wins."""
