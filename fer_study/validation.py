@@ -19,8 +19,13 @@ def between(lo: float, hi: float) -> Callable[[float], bool]:
 
 def is_a(value: Any, hint: Any) -> bool:
     """Whether `value` fits a field annotation: str, int, float (ints accepted), bool, dict,
-    None, Literal[...] and unions of those (bools are not numbers here)."""
+    list, None, Literal[...] and unions of those (bools are not numbers here; the items of a
+    list[...] or dict[...] and anything typed Any are not checked)."""
     origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (list, dict, tuple, set, frozenset):
+        return isinstance(value, origin)
     if origin is Literal:
         return value in typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):

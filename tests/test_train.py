@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -229,3 +231,24 @@ def test_a_corrupt_checkpoint_is_reported_as_corrupt_not_missing(tmp_path, capsy
     (tmp_path / "r" / "last.keras").write_bytes(b"truncated")
     with pytest.raises(ModelError, match="last.keras is not a .keras model archive.*overwrite"):
         train(cfg)
+
+
+@dataclasses.dataclass
+class _Extended:
+    """Fields of the kinds other branches add to RunConfig (module level: the annotations
+    are strings resolved in this module's namespace)."""
+
+    strategy: Literal["auto", "mirrored"] = "auto"
+    hosts: list[str] = dataclasses.field(default_factory=list)
+    workers: int = 1
+    extra: Any = None
+
+
+def test_validation_reads_the_annotations_of_fields_others_add():
+    """A field added to RunConfig is type-checked from its annotation with no extra code."""
+    from fer_study.validation import field_problems
+
+    assert field_problems(_Extended(), {}) == ([], set())
+    problems, bad = field_problems(_Extended(strategy="tpu", hosts="a,b", workers=True),
+                                   {"workers": (lambda v: v >= 1, ">= 1")})
+    assert bad == {"strategy", "hosts", "workers"} and len(problems) == 3
