@@ -2,6 +2,8 @@
 #   make study   # set up the environment and run the whole study (synthetic demo data by default)
 #   make test    # set up the environment and run the test suite
 # Variables: PROFILE=demo|cpu|full  DATA=path/to/fer2013.csv  FERPLUS=path/to/fer2013new.csv
+# Other targets: lint, clean-study (the demo and smoke studies' outputs; never reports/),
+#   benchmark-realtime, benchmark-robustness DATA=path/to/fer2013.csv (write reports/results/)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,7 +12,7 @@ DATA ?=
 FERPLUS ?=
 ARGS ?=
 
-.PHONY: setup study test lint clean-study runs leaderboard ship benchmark-training browser
+.PHONY: setup study test lint clean-study runs leaderboard ship benchmark-training browser benchmarks benchmark-realtime benchmark-robustness
 
 # Two stamps: the study's environment, and on top of it what only the tests need (MLflow and
 # JAX, for the tracking and keras.distribution tests), so `make study` never waits for them.
@@ -67,3 +69,17 @@ benchmark-training: setup
 
 lint: setup
 	$(BIN)/python -m ruff check fer_study tests scripts
+
+# The demo and smoke studies write git-ignored folders; the committed reports/ (the real
+# FER2013 study) and runs of the cpu and full profiles are never removed here.
+clean-study:
+	rm -rf reports/demo reports/smoke runs/demo runs/smoke
+
+benchmarks: benchmark-realtime benchmark-robustness
+
+benchmark-realtime: setup
+	$(BIN)/python scripts/benchmark_realtime.py $(if $(DATA),--accuracy-data $(DATA)) $(ARGS)
+
+benchmark-robustness: setup
+	$(if $(DATA),,$(error benchmark-robustness needs DATA=path/to/fer2013.csv))
+	$(BIN)/python scripts/benchmark_robustness.py --data $(DATA) $(ARGS)

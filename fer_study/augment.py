@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from fer_study.labels import NUM_CLASSES
+from fer_study.model_input import center_crop
 
 
 @dataclass
@@ -35,23 +36,6 @@ def class_weights(labels: np.ndarray, power: float = 0.5) -> np.ndarray:
     counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
     w = np.where(counts > 0, (len(labels) / (NUM_CLASSES * np.maximum(counts, 1))) ** power, 0.0)
     return (w / (w[labels].mean())).astype(np.float32)
-
-
-def center_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """Central `size` x `size` crop of (N, H, W[, C]) images."""
-    h, w = images.shape[1:3]
-    if size > min(h, w):
-        raise ValueError(f"crop size {size} exceeds image size {h}x{w}")
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top:top + size, left:left + size]
-
-
-def ten_crops(images: np.ndarray, size: int) -> list[np.ndarray]:
-    """The 10-crop test-time views: 4 corners + centre, and their mirror images."""
-    h, w = images.shape[1:3]
-    views = [images[:, :size, :size], images[:, :size, w - size:], images[:, h - size:, :size],
-             images[:, h - size:, w - size:], center_crop(images, size)]
-    return views + [v[:, :, ::-1] for v in views]
 
 
 def augment_image(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,

@@ -1,20 +1,68 @@
-"""Command line: `python -m fer_study <command>` (also installed as `fer-study`)."""
+"""Command line: `python -m fer_study <command>` (also installed as `fer-study`).
+
+Nothing heavy is imported to build the parser: each command's module (Keras, TensorFlow,
+papermill, OpenCV) is imported when that command runs, so `--help` answers at once.
+Commands defined in other modules are registered through :data:`COMMANDS`; adding one is
+a line there (its module provides an ``add_*`` hook that registers the subparser).
+
+Errors: a :class:`fer_study.errors.FerStudyError` (bad input the user can fix) becomes one
+line on stderr and exit status 2; anything else is a bug and keeps its traceback; Ctrl-C
+exits with 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from dataclasses import fields
+from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
-from fer_study.data import DataError
+from fer_study.errors import ConfigError, FerStudyError, ModelError
 from fer_study.run_options import (
     add_distribution_arguments,
     add_tracking_arguments,
     distribution_settings,
     require_mlflow,
 )
+
+# Commands of other modules: name -> (module, registration hook, one-line help). The module
+# is imported only when its command is parsed; the help line is what `--help` lists.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "study": ("fer_study.study", "add_study_subcommand",
+              "run the whole study (notebooks 01-07) and build the report"),
+    "export": ("fer_study.export", "add_export_subcommand",
+               "convert a .keras classifier to TFLite (float32, dynamic, int8)"),
+    "webcam": ("fer_study.realtime", "add_realtime_subcommands",
+               "live emotion recognition from a camera"),
+    "video": ("fer_study.realtime", "add_realtime_subcommands",
+              "annotate a video file and/or log it to CSV"),
+    "predict": ("fer_study.realtime", "add_realtime_subcommands",
+                "classify faces in an image or a folder"),
+    "leaderboard": ("fer_study.leaderboard", "add_leaderboard_subcommand",
+                    "score finished runs and ensembles; select on PublicTest; write the "
+                    "best-model JSON"),
+    "runs": ("fer_study.runs", "add_runs_subcommand",
+             "train the committed runs of configs/runs/ (resumable)"),
+    "ship": ("fer_study.ship", "add_ship_subcommand",
+             "package trained runs as the shipped real-time model"),
+    "benchmark-training": ("fer_study.throughput", "add_benchmark_training_subcommand",
+                           "training img/s of each committed recipe per backend and precision"),
+    "serve": ("fer_study.serve", "add_serve_subcommands",
+              "the REST + WebSocket API and the browser webcam page"),
+    "benchmark-serve": ("fer_study.serve", "add_serve_subcommands",
+                        "load-test the API on 127.0.0.1 and write its benchmark JSON"),
+    "verify-efficientnet-lite": (
+        "fer_study.efficientnet_lite_check", "add_verify_subcommand",
+        "check the Keras EfficientNet-Lite0 and its converted weights against PyTorch"),
+}
+# Commands whose modules still raise built-in errors for bad input (the leaderboard, which
+# the lead's branch moves into the study): those are user errors too, until the module
+# raises FerStudyError subclasses.
+LEGACY_USER_ERRORS: dict[str, tuple[type[Exception], ...]] = {
+}
 
 
 def _parse_value(text: str):
@@ -25,37 +73,52 @@ def _parse_value(text: str):
         return text
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from fer_study.train import RunConfig, train
+def run_config_from_args(args: argparse.Namespace):
+    """The RunConfig of a `train` command line: --config, then the direct flags, then
+    --set overrides; validated (ConfigError) before anything is loaded or written."""
+    from fer_study.train import RunConfig
 
-    cfg = RunConfig.from_json(json.loads(Path(args.config).read_text())) if args.config \
-        else RunConfig()
-    direct = {"model": args.model, "data": args.data, "ferplus": args.ferplus,
-              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-              "input_size": args.input_size, "seed": args.seed, "weights": args.weights,
-              "max_train_samples": args.max_train_samples}
-    for k, v in direct.items():
-        if v is not None:
-            setattr(cfg, k, v)
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: file not found")
+        try:
+            cfg = RunConfig.from_json(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {path}: not valid JSON ({e})") from None
+    else:
+        cfg = RunConfig()
+    changes = {k: v for k, v in {
+        "model": args.model, "data": args.data, "ferplus": args.ferplus, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "input_size": args.input_size,
+        "seed": args.seed, "max_train_samples": args.max_train_samples}.items() if v is not None}
+    if args.weights is not None:  # "none" is a value: random initialisation
+        changes["weights"] = None if args.weights == "none" else args.weights
     names = {f.name for f in fields(cfg)}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or key not in names:
-            raise ValueError(f"--set expects KEY=VALUE with KEY one of {sorted(names)}; "
-                             f"got {item!r}")
-        current = getattr(cfg, key)
+            raise ConfigError(f"--set expects KEY=VALUE with KEY one of {sorted(names)}; "
+                              f"got {item!r}")
+        current = changes.get(key, getattr(cfg, key))
         value = _parse_value(value)
-        setattr(cfg, key, {**current, **value} if isinstance(current, dict) and
-                isinstance(value, dict) else value)
+        changes[key] = {**current, **value} if isinstance(current, dict) and \
+            isinstance(value, dict) else value
     if args.run_dir:
-        cfg.run_dir = args.run_dir
+        changes["run_dir"] = args.run_dir
     elif not args.config:
-        cfg.run_dir = f"runs/{cfg.model}"
-    for k, v in distribution_settings(args).items():
-        setattr(cfg, k, v)
+        changes["run_dir"] = f"runs/{changes.get('model', cfg.model)}"
+    changes.update(distribution_settings(args))
     if args.mlflow:
         require_mlflow()  # fail before loading data and training, not after
-        cfg.mlflow, cfg.mlflow_experiment = args.mlflow, args.mlflow_experiment
+        changes.update(mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment)
+    return replace(cfg, **changes)  # replace() validates the result
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = run_config_from_args(args)
+    from fer_study.train import train
+
     result = train(cfg, overwrite=args.overwrite)
     _print_summary(result.metrics, result.run_dir)
     return 0
@@ -77,10 +140,10 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_study.data import load_dataset
     from fer_study.evaluate import evaluate_model
-    from fer_study.export import load_keras_model
+    from fer_study.models import load_model
     from fer_study.provenance import stamp, write_json
 
-    model = load_keras_model(args.model)
+    model = load_model(args.model)
     ds = load_dataset(args.data)
     out = {"model_file": str(args.model), "data": ds.provenance(), "splits": {}, **stamp()}
     for split in args.splits or ds.splits:
@@ -95,6 +158,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
+    missing = [str(Path(r) / "best.keras") for r in args.runs
+               if not (Path(r) / "best.keras").is_file()]
+    if missing:
+        raise ModelError(f"teacher member(s) not trained yet: {', '.join(missing)}")
     from fer_study.distill import teacher_probabilities, write_teacher
 
     t = teacher_probabilities(args.runs, args.data, tta=args.tta, seed=args.seed)
@@ -113,18 +180,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from fer_study.readme import update_readme
     from fer_study.report import build_report
 
-    path = build_report(args.reports_dir, readme=None if args.no_readme else args.readme)
+    path = build_report(args.reports_dir)
+    if not args.no_readme:
+        update_readme(args.readme, reports_dir=args.reports_dir)
     print(f"report: {path} and {path.with_suffix('.html')}"
           + ("" if args.no_readme else f"; results section of {args.readme} regenerated"))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-study", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_builtin_commands(sub) -> None:
     t = sub.add_parser("train", help="train a model; writes a run folder")
     t.add_argument("--model", help="registered model name (see `models`)")
     t.add_argument("--data", help="'synthetic', a fer2013.csv path, or a Kaggle folder root")
@@ -133,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--input-size", type=int, help="model input side (<48: random crops)")
-    t.add_argument("--weights", help="transfer models: 'default', 'none' or a weights file")
+    t.add_argument("--weights", help="transfer models: 'default', 'none' (random "
+                                     "initialisation) or a weights file")
     t.add_argument("--max-train-samples", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--config", help="a config.json to start from")
@@ -173,39 +241,38 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-readme", action="store_true", help="leave the README alone")
     r.set_defaults(func=_cmd_report)
 
-    for module, hook in (("fer_study.export", "add_export_subcommand"),
-                         ("fer_study.realtime", "add_realtime_subcommands"),
-                         ("fer_study.study", "add_study_subcommand"),
-                         ("fer_study.leaderboard", "add_leaderboard_subcommand"),
-                         ("fer_study.runs", "add_runs_subcommand"),
-                         ("fer_study.ship", "add_ship_subcommand"),
-                         ("fer_study.throughput", "add_benchmark_training_subcommand"),
-                         ("fer_study.serve", "add_serve_subcommands")):
-        _register(sub, module, hook)
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for command line `argv`. Another module's command gets its full arguments
+    only when `argv` names it (that module is imported); the rest are listed by name and
+    help line only."""
+    p = argparse.ArgumentParser(prog="fer-study", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_builtin_commands(sub)
+    # the first word naming a command is the command; later ones are argument values
+    command = next((a for a in argv if a in sub.choices or a in COMMANDS), None)
+    loaded = None
+    if command in COMMANDS:
+        loaded, hook, _ = COMMANDS[command]
+        getattr(importlib.import_module(loaded), hook)(sub)
+    for name, (module, _, help_line) in COMMANDS.items():
+        if module != loaded:
+            sub.add_parser(name, help=help_line, add_help=False)
     return p
 
 
-def _register(sub, module: str, hook: str) -> None:
-    import importlib
-
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    user_errors = (FerStudyError, *LEGACY_USER_ERRORS.get(args.command, ()))
     try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:  # a missing dependency inside the module is a real error
-            raise
-        return
-    getattr(mod, hook)(sub)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "weights", None) == "none":
-        args.weights = None
-    try:
-        return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, RuntimeError) as e:
+        return int(args.func(args))
+    except user_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

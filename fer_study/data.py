@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_study.errors import DataError
 from fer_study.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, SPLITS
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
@@ -32,10 +33,6 @@ FERPLUS_COLUMNS = (
 )
 FERPLUS_TO_FER = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4,
                   "surprise": 5, "neutral": 6}
-
-
-class DataError(ValueError):
-    """A data file or folder that cannot be used as given; the message says where and why."""
 
 
 @dataclass
@@ -436,6 +433,30 @@ def train_val_test(ds: Dataset, val_fraction: float = 0.1, seed: int = 0
     val.usage = np.full(len(val), "Validation")
     test = ds.subset("Test") if "Test" in ds.splits else None
     return train.select(~is_val), val, test
+
+
+def stratified_sample(labels: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `n` items, as balanced over classes as the data allows."""
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == c)).tolist()
+             for c in range(NUM_CLASSES)]
+    picked: list[int] = []
+    while len(picked) < n:  # round-robin over classes until n are taken
+        for pool in pools:
+            if pool and len(picked) < n:
+                picked.append(pool.pop())
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def random_subset(n: int, cap: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a uniform random subset of size `cap` (all of range(n) if None):
+    unlike :func:`stratified_sample` it keeps the split's own class mix."""
+    if cap is None or cap >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:cap])
 
 
 def duplicates_across_splits(ds: Dataset, near: bool = False) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_study.data import DataError, Dataset, load_dataset, train_val_test
+from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import TTA_MODES, predict_probs
 
 TEACHER_FORMAT = 1
@@ -31,13 +32,13 @@ def teacher_probabilities(run_dirs: list[str], data: str, tta: str = "flip",
                           seed: int = 0, dataset: Dataset | None = None) -> dict:
     """Mean probabilities of the runs' selected checkpoints (`best.keras`) on the fit split."""
     if not run_dirs:
-        raise ValueError("a teacher needs at least one run folder")
+        raise ConfigError("a teacher needs at least one run folder")
     if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        raise ConfigError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     files = [Path(r) / "best.keras" for r in run_dirs]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"teacher member(s) not trained yet: {', '.join(missing)}")
+        raise ModelError(f"teacher member(s) not trained yet: {', '.join(missing)}")
     ds = dataset if dataset is not None else load_dataset(data)
     fit = train_val_test(ds, seed=seed)[0]
     import keras
@@ -68,7 +69,7 @@ def write_teacher(path: str | Path, teacher: dict) -> Path:
 def read_teacher(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"teacher file not found: {path} (make it with "
+        raise ModelError(f"teacher file not found: {path} (make it with "
                                 f"`python -m fer_study teacher RUN_DIR ... --output {path}`)")
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
@@ -81,7 +82,7 @@ def read_teacher(path: str | Path) -> dict:
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): T > 1 flattens the teacher, T = 1 leaves it as it is."""
     if temperature <= 0:
-        raise ValueError(f"teacher_temperature must be > 0, got {temperature}")
+        raise ConfigError(f"teacher_temperature must be > 0, got {temperature}")
     if temperature == 1:
         return probs.astype(np.float32)
     z = np.log(np.clip(probs, 1e-8, 1.0)) / temperature

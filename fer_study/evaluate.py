@@ -6,14 +6,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from fer_study.augment import center_crop, ten_crops
 from fer_study.labels import EMOTIONS, NUM_CLASSES
+from fer_study.model_input import as_model_input, model_input_size, ten_crops
 
 TTA_MODES = ("none", "flip", "tencrop")
-
-
-def model_input_size(model) -> int:
-    return int(model.input_shape[1])
 
 
 def predict_probs(model, images: np.ndarray, tta: str = "none",
@@ -28,14 +24,14 @@ def predict_probs(model, images: np.ndarray, tta: str = "none",
     if images.ndim != 3:
         raise ValueError(f"images must be (N, H, W) grayscale, got shape {images.shape}")
     s = model_input_size(model)
-    if tta == "tencrop":
-        views = ten_crops(images, s) if s < images.shape[1] else [images, images[:, :, ::-1]]
+    if tta == "tencrop" and s < images.shape[1]:
+        views = [v[..., None] for v in ten_crops(images, s)]
     else:
-        base = center_crop(images, s) if s < images.shape[1] else images
-        views = [base, base[:, :, ::-1]] if tta == "flip" else [base]
+        base = as_model_input(images, s)  # the centre crop of smaller models, see model_input
+        views = [base, base[:, :, ::-1]] if tta != "none" else [base]
     probs = np.zeros((len(images), NUM_CLASSES), dtype=np.float64)
     for v in views:
-        x = np.ascontiguousarray(v, dtype=np.float32)[..., None]
+        x = np.ascontiguousarray(v, dtype=np.float32)
         probs += model.predict(x, batch_size=batch_size, verbose=0)
     return (probs / len(views)).astype(np.float32)
 
@@ -88,6 +84,35 @@ def apply_temperature(probs: np.ndarray, t: float) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def calibration_report(fit_probs: np.ndarray, fit_labels: np.ndarray, report_probs: np.ndarray,
+                       report_labels: np.ndarray, bins: int = 15, fit_split: str = "PublicTest",
+                       report_split: str = "PrivateTest") -> dict:
+    """Temperature scaling fitted on `fit_split`, judged on `report_split`: T, ECE and NLL
+    before/after and both reliability tables."""
+    if fit_split == report_split:
+        raise ValueError(f"the temperature must be fitted on another split than the one it is "
+                         f"reported on (both {report_split!r})")
+    t = fit_temperature(fit_probs, np.asarray(fit_labels))
+    scaled = apply_temperature(report_probs, t)
+    y = np.asarray(report_labels)
+
+    def nll(p: np.ndarray) -> float:
+        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0)).mean())
+
+    return {
+        "temperature": t, "fit_split": fit_split, "report_split": report_split,
+        "n_fit": int(len(fit_labels)), "n_report": int(len(y)), "bins": bins,
+        "accuracy": float((report_probs.argmax(axis=1) == y).mean()),
+        "ece_before": expected_calibration_error(report_probs, y, bins),
+        "ece_after": expected_calibration_error(scaled, y, bins),
+        "nll_before": nll(report_probs), "nll_after": nll(scaled),
+        "mean_confidence_before": float(report_probs.max(axis=1).mean()),
+        "mean_confidence_after": float(scaled.max(axis=1).mean()),
+        "reliability_before": reliability(report_probs, y, bins),
+        "reliability_after": reliability(scaled, y, bins),
+    }
 
 
 def metrics_from_probs(probs: np.ndarray, labels: np.ndarray) -> dict:

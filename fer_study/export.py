@@ -1,4 +1,4 @@
-"""Export a Keras classifier to TensorFlow Lite and run TFLite models.
+"""Export a Keras classifier to TensorFlow Lite, and check the exports against it.
 
 Three variants are written, ``<name>_<variant>.tflite``:
 
@@ -14,9 +14,8 @@ Conversion uses ``tf.lite.TFLiteConverter.from_keras_model``, which works with K
 TF 2.21 (it exports a SavedModel internally).  The concrete-function route also converts but
 keeps resource variables, which breaks int8 calibration, so it is not used.
 
-Inference prefers the standalone LiteRT interpreter (``ai_edge_litert``): it imports in
-~10 ms instead of TensorFlow's ~7 s and runs the same kernels (XNNPACK) at the same speed.
-``tf.lite.Interpreter`` (deprecated but working in TF 2.21) is the fallback.
+TFLite models run through :class:`fer_study.tflite.TFLiteClassifier` (LiteRT, no TensorFlow
+import). :func:`tflite_benchmark` compares every variant with the Keras model it came from.
 """
 
 from __future__ import annotations
@@ -36,23 +35,21 @@ from typing import Any
 
 import numpy as np
 
-from fer_study.labels import EMOTIONS, NUM_CLASSES
+# ASSETS_DIR and DEFAULT_MODEL_META are re-exported for fer_study.ship.
+from fer_study.assets import (  # noqa: F401
+    ASSETS_DIR,
+    DEFAULT_KERAS_MODEL,
+    DEFAULT_MODEL_META,
+    DEFAULT_TFLITE_MODEL,
+)
+from fer_study.errors import ExportError, ModelError
+from fer_study.labels import EMOTIONS
+from fer_study.model_input import as_model_input, model_input_size
+from fer_study.tflite import TFLiteClassifier, quiet_tf
+from fer_study.timing import keras_latency, time_calls
 
 VARIANTS: tuple[str, ...] = ("float32", "dynamic", "int8")
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-DEFAULT_KERAS_MODEL = ASSETS_DIR / "default_model.keras"
-DEFAULT_TFLITE_MODEL = ASSETS_DIR / "default_model.tflite"
-DEFAULT_MODEL_META = ASSETS_DIR / "default_model.json"  # written by `python -m fer_study ship`
 REPORT_NAME = "export_report.json"
-
-
-class ExportError(RuntimeError):
-    """A model could not be exported or loaded; the message says what to do."""
-
-
-def _quiet_tf() -> None:
-    # Only effective before TensorFlow's first import; keeps conversion logs readable.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def default_model_path(kind: str = "tflite") -> Path:
@@ -70,155 +67,15 @@ def default_model_path(kind: str = "tflite") -> Path:
 
 
 def load_keras_model(path: str | os.PathLike[str]) -> Any:
-    """Load a ``.keras`` classifier without compiling it (inference only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"model file not found: {path}")
-    _quiet_tf()
-    import keras
-
-    import fer_study.models  # noqa: F401  registers the custom layers of transfer models
+    """Load a ``.keras`` classifier for inference (:func:`fer_study.models.load_model`),
+    reporting a bad file as an ExportError (what the exporter and its callers handle)."""
+    quiet_tf()
+    from fer_study.models import load_model
 
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for bad files
-        raise ExportError(f"cannot load Keras model {path}: {exc}") from exc
-
-
-def model_input_size(model: Any) -> int:
-    """Side length S of a model with input shape (batch, S, S, 1)."""
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
-        raise ExportError(f"model input must be (S, S, 1) grayscale, got {shape[1:]}")
-    return int(shape[1])
-
-
-def as_model_input(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) or (N, H, W, 1) face images in [0, 255] -> float32 (N, size, size, 1).
-
-    The deployment's one crop rule (:func:`fer_study.realtime.classify.face_images_input`):
-    models smaller than the 48 px FER2013 face are trained on centre crops of it, so they
-    get the centre ``size/48`` of each image; otherwise images are resized.
-    """
-    from fer_study.realtime.classify import face_images_input  # it imports this module
-    from fer_study.realtime.faces import RealtimeError
-
-    try:
-        return face_images_input(images, size)
-    except RealtimeError as exc:
+        return load_model(path)
+    except ModelError as exc:
         raise ExportError(str(exc)) from exc
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def make_interpreter(model: str | os.PathLike[str] | bytes, num_threads: int = 1) -> Any:
-    """A TFLite interpreter from a file path or flatbuffer bytes (LiteRT preferred)."""
-    kwargs: dict[str, Any] = {"num_threads": num_threads}
-    if isinstance(model, bytes):
-        kwargs["model_content"] = model
-    else:
-        kwargs["model_path"] = str(model)
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        _quiet_tf()
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    try:
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter warns that it is deprecated for ai_edge_litert; it still
-            # works in TF 2.21 and runs the same kernels.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-            return Interpreter(**kwargs)
-    except (ValueError, RuntimeError) as exc:
-        where = kwargs.get("model_path", "<bytes>")
-        raise ExportError(f"cannot load TFLite model {where}: {exc}") from exc
-
-
-class TFLiteClassifier:
-    """Run a TFLite emotion classifier on batches of faces.
-
-    ``predict`` takes float32 (N, S, S, 1) pixel values in [0, 255] and returns (N, 7)
-    probabilities.  The interpreter's batch dimension is resized when N changes (cheap:
-    ~10 us on the models of this project), so all faces of a frame go through one invoke;
-    a model exported with a fixed batch size is fed in chunks of that size instead.
-    Models with int8/uint8 I/O are also accepted: inputs are quantised and outputs
-    dequantised here.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str] | bytes, num_threads: int = 1, max_batch: int = 64
-    ) -> None:
-        if not isinstance(path, bytes) and not Path(path).is_file():
-            raise ExportError(f"TFLite model not found: {path}")
-        self.path = None if isinstance(path, bytes) else Path(path)
-        self.num_threads = num_threads
-        self.max_batch = max_batch
-        self._interp = make_interpreter(path, num_threads)
-        self._interp.allocate_tensors()
-        inp = self._interp.get_input_details()[0]
-        out = self._interp.get_output_details()[0]
-        shape = tuple(int(v) for v in inp["shape"])
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
-            raise ExportError(f"TFLite model input must be (N, S, S, 1), got {shape}")
-        if int(out["shape"][-1]) != NUM_CLASSES:
-            raise ExportError(f"TFLite model must output {NUM_CLASSES} classes")
-        self.input_size: int = shape[1]
-        self._in_index = inp["index"]
-        self._out_index = out["index"]
-        self._in_dtype = inp["dtype"]
-        self._in_quant = inp["quantization"]
-        self._out_dtype = out["dtype"]
-        self._out_quant = out["quantization"]
-        self._batch = shape[0]
-        # A fixed batch signature (e.g. exported with batch 1) cannot always be resized.
-        self._resizable = int(inp.get("shape_signature", inp["shape"])[0]) == -1
-
-    def _set_batch(self, n: int) -> None:
-        if n == self._batch:
-            return
-        s = self.input_size
-        self._interp.resize_tensor_input(self._in_index, [n, s, s, 1])
-        self._interp.allocate_tensors()
-        self._batch = n
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        if self._in_dtype != np.float32:
-            scale, zero = self._in_quant
-            info = np.iinfo(self._in_dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
-        self._interp.set_tensor(self._in_index, x)
-        self._interp.invoke()
-        y = self._interp.get_tensor(self._out_index)
-        if self._out_dtype != np.float32:
-            scale, zero = self._out_quant
-            y = (y.astype(np.float32) - zero) * scale
-        return np.array(y, dtype=np.float32)  # copy: the tensor buffer is reused
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 1) float32 pixels in [0, 255] -> (N, 7) float32 probabilities."""
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[..., None]
-        n = len(x)
-        if n == 0:
-            return np.zeros((0, NUM_CLASSES), np.float32)
-        step = self.max_batch if self._resizable else self._batch
-        outs = []
-        for start in range(0, n, step):
-            chunk = x[start : start + step]
-            if self._resizable:
-                self._set_batch(len(chunk))
-            elif len(chunk) < step:  # fixed batch: pad with blank faces, drop their outputs
-                pad = np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)
-                outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
-                continue
-            outs.append(self._run(chunk))
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
-
-    __call__ = predict
 
 
 # --------------------------------------------------------------------------- conversion
@@ -279,15 +136,9 @@ def _keras_probs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray
 
 
 def _latency_ms(clf: TFLiteClassifier, x: np.ndarray, runs: int = 50) -> float:
+    """Median single-face latency of a TFLite classifier, in ms."""
     one = x[:1]
-    for _ in range(5):
-        clf.predict(one)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        clf.predict(one)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+    return time_calls(lambda: clf.predict(one), calls=runs, warmup=5)["median_ms"]
 
 
 def export_tflite(
@@ -325,7 +176,7 @@ def export_tflite(
         raise ExportError(f"model file not found: {model_path_or_model}")
     if "int8" in variants and (representative is None or len(representative) == 0):
         raise ExportError("the int8 variant needs representative face images to calibrate")
-    _quiet_tf()
+    quiet_tf()
     if isinstance(model_path_or_model, (str, os.PathLike)):
         source = str(model_path_or_model)
         model = load_keras_model(model_path_or_model)
@@ -387,6 +238,59 @@ def export_tflite(
             report["variants"][variant] = entry
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+@contextlib.contextmanager
+def _quiet_tf_logs():
+    """Silence TensorFlow's Python INFO logs ("Assets written to ...") during conversion."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def tflite_benchmark(model_file: str | Path, out_dir: str | Path, images: np.ndarray,
+                     labels: np.ndarray, representative: np.ndarray,
+                     variants: Sequence[str] = VARIANTS, keras_latency_ms: bool = True):
+    """Export `model_file` to TFLite and compare every variant with the Keras model.
+
+    Returns a DataFrame (one row for Keras, one per variant): file size, accuracy on
+    (`images`, `labels`), top-1 agreement and mean |p - p_keras| with Keras on the same
+    faces, and median single-face latency on 1 thread (Keras through a compiled
+    ``tf.function``, as a deployment would run it). The export report is in
+    ``df.attrs["export"]``.
+    """
+    import pandas as pd
+
+    model_file = Path(model_file)
+    model = load_keras_model(model_file)
+    x = as_model_input(np.asarray(images), model_input_size(model))
+    y = np.asarray(labels)
+    ref = _keras_probs(model, x)
+    rows = [{"format": "keras", "size_kb": model_file.stat().st_size / 1024,
+             "accuracy": float((ref.argmax(1) == y).mean()), "agreement": 1.0,
+             "mean_abs_prob_diff": 0.0, "latency_ms": float("nan")}]
+    if keras_latency_ms:
+        rows[0]["latency_ms"] = keras_latency(model, calls=50, warmup=5)["median_ms"]
+    with _quiet_tf_logs():
+        report = export_tflite(model, out_dir, variants, representative=representative,
+                               name=model_file.stem)
+    for variant, entry in report["variants"].items():
+        probs = TFLiteClassifier(entry["path"], num_threads=1).predict(x)
+        rows.append({"format": f"tflite {variant}", "size_kb": entry["size_bytes"] / 1024,
+                     "accuracy": float((probs.argmax(1) == y).mean()),
+                     "agreement": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                     "mean_abs_prob_diff": float(np.abs(probs - ref).mean()),
+                     "latency_ms": entry["latency_ms_1face_1thread"],
+                     "path": entry["path"]})
+    df = pd.DataFrame(rows)
+    df.attrs["export"] = report
+    return df
 
 
 # --------------------------------------------------------------------------- CLI

@@ -19,7 +19,7 @@ lies in [0, 1] and 0 means "no positive evidence".
   independent cross-check (flat models only: it cannot reach into a nested backbone).
 
 Images follow the project contract: uint8 (N, H, W) faces; models smaller than the image see
-the centre crop (as in :func:`fer_study.evaluate.predict_probs`) and the heatmap is placed
+the centre crop (:mod:`fer_study.model_input`) and the heatmap is placed
 back into the full frame, zero outside the crop, so face regions keep their coordinates.
 """
 
@@ -31,9 +31,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from fer_study.augment import center_crop
-from fer_study.labels import EMOTIONS, NUM_CLASSES
-from fer_study.robustness import FACE_REGIONS
+from fer_study.labels import EMOTIONS, FACE_REGIONS, NUM_CLASSES
+from fer_study.model_input import center_crop
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 

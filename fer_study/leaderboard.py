@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_study.data import Dataset, load_dataset
+from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
 from fer_study.provenance import stamp, write_json
 from fer_study.report import split_names
@@ -49,7 +50,7 @@ class Candidate:
 def _load_run(run_dir: Path) -> dict:
     for f in ("config.json", "metrics.json", "best.keras"):
         if not (run_dir / f).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished run folder (no {f})")
+            raise ModelError(f"{run_dir} is not a finished run folder (no {f})")
     cfg = json.loads((run_dir / "config.json").read_text())
     met = json.loads((run_dir / "metrics.json").read_text())
     return {"dir": run_dir, "name": run_dir.name, "config": cfg, "metrics": met}
@@ -118,32 +119,32 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
     for d in run_dirs:
         r = _load_run(Path(d))
         if r["name"] in runs:
-            raise ValueError(f"two run folders are named {r['name']!r}; names must differ")
+            raise ConfigError(f"two run folders are named {r['name']!r}; names must differ")
         runs[r["name"]] = r
     if not runs:
-        raise ValueError("give at least one run folder")
+        raise ConfigError("give at least one run folder")
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     want = ds.provenance().get("sha256")
     for n, r in runs.items():
         got = (r["metrics"].get("data") or {}).get("sha256")
         if want and got and got != want:
-            raise ValueError(f"run {n!r} was trained on different data (sha256 {got[:12]}) "
+            raise ConfigError(f"run {n!r} was trained on different data (sha256 {got[:12]}) "
                              f"than {data} ({want[:12]})")
     missing = [s for s in (SELECT, REPORT) if s not in ds.splits]
     if missing:
-        raise ValueError(f"{data} has no {' / '.join(missing)} split: the leaderboard follows "
+        raise ConfigError(f"{data} has no {' / '.join(missing)} split: the leaderboard follows "
                          f"the fer2013.csv protocol (select on {SELECT}, report {REPORT})")
     for t in ttas:
         if t not in TTA_MODES:
-            raise ValueError(f"unknown TTA mode {t!r}; choose from {TTA_MODES}")
+            raise ConfigError(f"unknown TTA mode {t!r}; choose from {TTA_MODES}")
     ensembles = dict(ensembles or {})
     for name, members in ensembles.items():
         missing = [m for m in members if m not in runs]
         if missing or len(members) < 2:
-            raise ValueError(f"ensemble {name!r} needs 2+ of the given runs "
+            raise ConfigError(f"ensemble {name!r} needs 2+ of the given runs "
                              f"({sorted(runs)}); unknown: {missing}")
         if name in runs:
-            raise ValueError(f"ensemble name {name!r} is also a run name")
+            raise ConfigError(f"ensemble name {name!r} is also a run name")
 
     probs: dict[tuple[str, str, str], np.ndarray] = {}
     todo = [(n, t, s) for n in runs for t in ttas for s in (SELECT, REPORT)]
@@ -265,7 +266,7 @@ def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items or ():
         name, sep, members = item.partition("=")
         if not sep or not name or not members:
-            raise ValueError(f"--ensemble wants NAME=RUN,RUN (run folder names), got {item!r}")
+            raise ConfigError(f"--ensemble wants NAME=RUN,RUN (run folder names), got {item!r}")
         out[name] = [Path(m).name for m in members.split(",") if m]
     return out
 
@@ -275,7 +276,7 @@ def read_spec(path: str | Path) -> dict:
     spec = json.loads(Path(path).read_text())
     unknown = set(spec) - {"data", "runs", "ensembles", "greedy", "tta", "output", "comment"}
     if unknown or "runs" not in spec or "data" not in spec:
-        raise ValueError(f"{path}: a leaderboard spec needs 'data' and 'runs' and may have "
+        raise ConfigError(f"{path}: a leaderboard spec needs 'data' and 'runs' and may have "
                          f"'ensembles', 'greedy', 'tta', 'output'; unknown: {sorted(unknown)}")
     return spec
 
@@ -283,7 +284,7 @@ def read_spec(path: str | Path) -> dict:
 def _cmd(args) -> int:
     if args.spec:
         if args.runs:
-            raise ValueError("give run folders or --spec, not both")
+            raise ConfigError("give run folders or --spec, not both")
         spec = read_spec(args.spec)
         runs, data = spec["runs"], args.data or spec["data"]
         ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()}
@@ -291,7 +292,7 @@ def _cmd(args) -> int:
         output = args.output or spec.get("output", DEFAULT_OUTPUT)
     else:
         if not args.runs or not args.data:
-            raise ValueError("give run folders and --data, or --spec")
+            raise ConfigError("give run folders and --data, or --spec")
         runs, data, greedy = args.runs, args.data, args.greedy
         ensembles, ttas = _parse_ensembles(args.ensemble), args.tta or TTA_MODES
         output = args.output or DEFAULT_OUTPUT

@@ -9,6 +9,7 @@ Backend-agnostic Keras 3 only (keras.layers / keras.ops).
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,8 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from fer_study.errors import ConfigError, ModelError, WeightsUnavailable
 from fer_study.labels import IMAGE_SIZE, NUM_CLASSES
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be loaded (offline, file missing, wrong file)."""
-
 
 # Keras' default 0.99 lags far behind the weights on short schedules and small datasets: the
 # moving statistics then misdescribe the network and inference collapses to one class while
@@ -360,7 +357,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
 
 def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 
@@ -373,3 +370,22 @@ def build_model(name: str, **overrides) -> keras.Model:
 def count_params(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(ops.size(w)) for w in model.trainable_weights)
     return {"total": int(model.count_params()), "trainable": trainable}
+
+
+def load_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """The one loader of saved ``.keras`` classifiers (custom layers of this module included).
+
+    `compile=True` restores the optimizer state too (resuming a run); inference needs none.
+    Raises ModelError naming the file: missing, not a Keras archive, or unreadable.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    if not zipfile.is_zipfile(p):  # Keras itself reports this as "File not found"
+        raise ModelError(f"{p} is not a .keras model archive (corrupt or truncated?); "
+                         f"re-create it, or train with --overwrite to start the run afresh")
+    try:
+        return keras.saving.load_model(p, compile=compile)
+    except Exception as e:  # Keras raises many types for damaged archives
+        raise ModelError(f"cannot load Keras model {p} ({type(e).__name__}: {e}); re-create "
+                         f"it, or train with --overwrite to start the run afresh") from e

@@ -1,5 +1,5 @@
 """Figures shared by the study notebooks. Each function returns a matplotlib Figure (shown
-inline by Jupyter, saved by ``report.Outputs.savefig``); none of them saves or shows itself."""
+inline by Jupyter, saved by ``StudyNotebook.savefig``); none of them saves or shows itself."""
 
 from __future__ import annotations
 
@@ -353,5 +353,55 @@ def cost_vs_accuracy(rows: Sequence[Mapping], acc_key: str,
     ax.axhline(CHANCE_ACCURACY, ls="--", c="grey", lw=0.8)
     ax.grid(alpha=0.3)
     _title(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(report: dict):
+    """Reliability diagrams of the report split before and after temperature scaling."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    for ax, when in zip(axes, ("before", "after")):
+        rel = report[f"reliability_{when}"]
+        edges = np.asarray(rel["edges"])
+        mids = (edges[:-1] + edges[1:]) / 2
+        width = edges[1] - edges[0]
+        acc = np.array([a if a is not None else np.nan for a in rel["accuracy"]])
+        conf = np.array([c if c is not None else np.nan for c in rel["confidence"]])
+        ax.bar(mids, np.nan_to_num(acc), width=width * 0.95, color="tab:blue", alpha=0.8,
+               label="accuracy")
+        ax.bar(mids, np.nan_to_num(conf - acc), bottom=np.nan_to_num(acc), width=width * 0.95,
+               color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        t = f" (T = {report['temperature']:.2f})" if when == "after" else ""
+        ax.set_title(f"{when} temperature scaling{t}\nECE {report[f'ece_{when}']:.3f}, "
+                     f"NLL {report[f'nll_{when}']:.3f}", fontsize=10)
+        ax.set_xlabel("confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Reliability on {report['report_split']} (n={report['n_report']}); "
+                 f"T fitted on {report['fit_split']}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def frame_grid(frames: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+                ncols: int = 3):
+    """A grid of BGR frames."""
+    import matplotlib.pyplot as plt
+
+    n = len(frames)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, frame) in enumerate(zip(axes.flat, frames)):
+        ax.imshow(frame[..., ::-1])
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig

@@ -70,17 +70,39 @@ def stamp() -> dict:
             "git": git_commit(), "environment": environment(), "hardware": hardware()}
 
 
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it (results files then
+    read the same on every machine), else as given."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def finite(obj):
+    """NaN / inf -> None, recursively: strict JSON readers reject NaN."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | Path, obj: dict) -> Path:
     """Write JSON atomically (a reader never sees a half-written results file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
     tmp.replace(p)
     return p
 
 
-def _default(o):
+def json_default(o):
+    """numpy scalars and arrays, and paths, as JSON values (json.dumps' `default`)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

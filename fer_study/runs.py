@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from fer_study.errors import ConfigError, ModelError
+
 CONFIG_DIR = Path("configs")
 
 
@@ -33,7 +35,7 @@ def run_configs(config_dir: Path = CONFIG_DIR) -> dict[str, dict]:
     for f in files:
         cfg = json.loads(f.read_text())
         if Path(cfg.get("run_dir", "")).name != f.stem:
-            raise ValueError(f"{f}: run_dir {cfg.get('run_dir')!r} must end in the file's "
+            raise ConfigError(f"{f}: run_dir {cfg.get('run_dir')!r} must end in the file's "
                              f"name {f.stem!r}, so that run names say what they are")
         out[f.stem] = cfg
     return out
@@ -55,7 +57,7 @@ def training_order(configs: dict[str, dict], only: list[str] | None = None) -> l
     if only:
         unknown = [n for n in only if n not in configs]
         if unknown:
-            raise ValueError(f"no committed config for {unknown}; known: {sorted(configs)}")
+            raise ConfigError(f"no committed config for {unknown}; known: {sorted(configs)}")
         return list(only)
     return sorted(configs, key=lambda n: (bool(configs[n].get("teacher")), n))
 
@@ -69,7 +71,7 @@ def ensure_teacher(path: str, specs: dict[str, TeacherSpec]) -> None:
     if Path(path).is_file():
         return
     if path not in specs:
-        raise FileNotFoundError(f"teacher {path} does not exist and no configs/teachers/*.json "
+        raise ModelError(f"teacher {path} does not exist and no configs/teachers/*.json "
                                 f"has it as its output")
     from fer_study.distill import teacher_probabilities, write_teacher
 

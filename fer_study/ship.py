@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_study.data import DataError, load_dataset
+from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import apply_temperature, fit_temperature, metrics_from_probs, predict_probs
 from fer_study.export import (
     DEFAULT_KERAS_MODEL,
@@ -70,11 +71,11 @@ def _check_run(run: Path, allow_incomplete: bool) -> tuple[dict, dict]:
     """A run folder's config and state, refused early when it is missing or unfinished."""
     for f in ("config.json", "state.json", "best.keras"):
         if not (run / f).is_file():
-            raise FileNotFoundError(f"{run} is not a run folder (no {f})")
+            raise ModelError(f"{run} is not a run folder (no {f})")
     cfg = json.loads((run / "config.json").read_text())
     state = json.loads((run / "state.json").read_text())
     if not state.get("completed") and not allow_incomplete:
-        raise ValueError(f"{run} has not finished (epoch {state['epoch']} of {cfg['epochs']}); "
+        raise ConfigError(f"{run} has not finished (epoch {state['epoch']} of {cfg['epochs']}); "
                          "pass --allow-incomplete to ship its best checkpoint so far")
     return cfg, state
 
@@ -107,7 +108,7 @@ def ship(run_dirs: list[str], data: str, flip: bool = False, allow_incomplete: b
     tflite_file = (assets / DEFAULT_TFLITE_MODEL.name) if assets else DEFAULT_TFLITE_MODEL
     meta_file = (assets / DEFAULT_MODEL_META.name) if assets else DEFAULT_MODEL_META
     if not run_dirs:
-        raise ValueError("ship needs at least one run folder")
+        raise ConfigError("ship needs at least one run folder")
     for r in run_dirs:
         _check_run(Path(r), allow_incomplete)
     ds = load_dataset(data)
@@ -190,7 +191,7 @@ def deployable_from_leaderboard(path: str | Path) -> tuple[list[str], bool]:
     board = json.loads(Path(path).read_text())
     pick = board.get("deployable")
     if not pick:
-        raise ValueError(f"{path} has no deployable pick")
+        raise ConfigError(f"{path} has no deployable pick")
     runs = board.get("runs") or {}
     return [runs.get(r, {}).get("run_dir", f"runs/{r}") for r in pick["runs"]], \
         pick["tta"] == "flip"
@@ -209,7 +210,7 @@ def add_ship_subcommand(sub) -> None:
         runs, flip = list(a.runs), a.flip
         if a.from_leaderboard:
             if runs:
-                raise ValueError("give run folders or --from-leaderboard, not both")
+                raise ConfigError("give run folders or --from-leaderboard, not both")
             runs, flip = deployable_from_leaderboard(a.from_leaderboard)
             cmd = f"python -m fer_study ship --from-leaderboard {a.from_leaderboard} " \
                   f"--data {a.data}"

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from fer_study.errors import ConfigError
 from fer_study.precision import cpu_flags, resolve_precision
 from fer_study.provenance import stamp, write_json
 
@@ -194,7 +195,7 @@ def add_benchmark_training_subcommand(sub) -> None:
         from fer_study.runs import run_configs
 
         if a.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {a.steps}")
+            raise ConfigError(f"--steps must be >= 1, got {a.steps}")
         configs = run_configs(Path(a.configs))
         if a.only:
             configs = {k: v for k, v in configs.items() if k in a.only}

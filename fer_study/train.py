@@ -13,8 +13,9 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import keras
 import numpy as np
@@ -28,15 +29,29 @@ from fer_study.distribute import (
     plan,
     worker_run_dir,
 )
+from fer_study.errors import ConfigError, DataError
 from fer_study.evaluate import apply_temperature, fit_temperature, metrics_from_probs, predict_probs
-from fer_study.models import build_model, count_params, get_spec, set_trainable
-from fer_study.precision import dtype_policy, resolve_precision
+from fer_study.labels import IMAGE_SIZE, SPLITS
+from fer_study.models import (
+    REGISTRY,
+    build_model,
+    count_params,
+    get_spec,
+    load_model,
+    set_trainable,
+)
+from fer_study.precision import PRECISIONS, dtype_policy, resolve_precision
 from fer_study.provenance import stamp, write_json
 from fer_study.tracking import log_finished_run, open_run
+from fer_study.validation import Rule, between, field_problems
 
 TRAIN_EVAL_SAMPLE = 5000  # train accuracy is measured on a fixed sample to keep runs cheap
 # Where and how a run executes, not what it computes: a run resumes when only these changed.
 EXECUTION_FIELDS = ("distribution", "devices", "mlflow", "mlflow_experiment")
+FineTune = Literal["top_n", "all", "none"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["cosine", "plateau", "constant"]
+Tta = Literal["none", "flip", "tencrop"]
 
 
 @dataclass
@@ -58,20 +73,20 @@ class RunConfig:
     weights: str | None = "default"  # transfer models: "default" = their pretrained set
     epochs: int = 30  # total, all phases included
     frozen_epochs: int = 0  # transfer phase 1: backbone frozen
-    fine_tune: str = "top_n"  # transfer phase 2: "top_n", "all" or "none"
+    fine_tune: FineTune = "top_n"  # transfer phase 2: "top_n", "all" or "none"
     fine_tune_layers: int = 30
     fine_tune_lr_factor: float = 0.1
     batch_size: int = 64
-    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov momentum 0.9)
+    optimizer: Optimizer = "adam"  # adam | adamw | sgd (Nesterov momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 1e-4  # adamw / sgd only
-    schedule: str = "cosine"  # cosine | plateau | constant
+    schedule: Schedule = "cosine"  # cosine | plateau | constant
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     class_weight_power: float = 0.0  # 0 = no class weights, 1 = fully balanced
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
     patience: int = 10  # early stopping on the selection split's accuracy; 0 = off
-    tta: str = "flip"  # reported next to plain predictions
+    tta: Tta = "flip"  # reported next to plain predictions
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 (see fer_study.precision)
     seed: int = 0
     run_dir: str = "runs/mini_xception"
@@ -84,6 +99,35 @@ class RunConfig:
     mlflow: str | None = None  # MLflow tracking URI or local folder (fer_study.tracking)
     mlflow_experiment: str = "fer-study"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> RunConfig:
+        """Check every field's type (from its annotation) and range, and the fields that
+        constrain each other, before any data is loaded or file written (fields can be set
+        after construction, so train() checks again). Raises ConfigError naming every bad
+        field; returns the config for chaining."""
+        problems, bad = field_problems(self, _RULES)
+        if not bad & {"soft_label_weight", "teacher_weight"} \
+                and self.soft_label_weight + self.teacher_weight > 1:
+            problems.append(f"soft_label_weight + teacher_weight = "
+                            f"{self.soft_label_weight + self.teacher_weight}: must be <= 1 "
+                            f"(the rest of the target is the label)")
+        if isinstance(self.synthetic_sizes, dict):
+            bad = {k: v for k, v in self.synthetic_sizes.items() if k not in SPLITS
+                   or isinstance(v, bool) or not isinstance(v, int) or v < 1}
+            if bad:
+                problems.append(f"synthetic_sizes {bad}: keys must be splits {SPLITS}, "
+                                f"values positive ints")
+        if isinstance(self.augment, dict):
+            unknown = sorted(set(self.augment) - {f.name for f in fields(AugmentConfig)})
+            if unknown:
+                problems.append(f"augment has unknown key(s) {unknown}; known: "
+                                f"{[f.name for f in fields(AugmentConfig)]}")
+        if problems:
+            raise ConfigError("invalid run config: " + "; ".join(problems))
+        return self
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -92,8 +136,34 @@ class RunConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
+            raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
         return cls(**d)
+
+
+# Range rules per field: (check, what the value must be). A field without a rule is checked
+# by its type annotation alone; a new field gets one here when its range is limited.
+_RULES: dict[str, Rule] = {
+    "model": (lambda v: v in REGISTRY, f"a registered model ({', '.join(REGISTRY)})"),
+    "soft_label_weight": (between(0, 1), "in [0, 1]"),
+    "teacher_weight": (between(0, 1), "in [0, 1]"),
+    "teacher_temperature": (lambda v: v > 0, "> 0"),
+    "max_train_samples": (lambda v: v >= 1, ">= 1 (or null for all)"),
+    "input_size": (between(1, IMAGE_SIZE), f"in [1, {IMAGE_SIZE}] (smaller: crops)"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "frozen_epochs": (lambda v: v >= 0, ">= 0"),
+    "fine_tune_layers": (lambda v: v >= 0, ">= 0"),
+    "fine_tune_lr_factor": (lambda v: v > 0, "> 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "class_weight_power": (between(0, 1), "in [0, 1]"),
+    "patience": (lambda v: v >= 0, ">= 0 (0 = no early stopping)"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "verbose": (lambda v: v in (0, 1, 2), "0, 1 or 2"),
+}
 
 
 def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
@@ -274,32 +344,24 @@ def _weights_arg(cfg: RunConfig, spec) -> dict:
 
 
 def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = False) -> RunResult:
-    """Train (or resume, or return the finished result of) the run described by `cfg`."""
+    """Train (or resume, or return the finished result of) the run described by `cfg`.
+
+    The config and the data are checked before the run folder is touched, so a bad input
+    leaves no folder whose config would block the corrected command."""
+    cfg.validate()
     run_dir = Path(worker_run_dir(cfg.run_dir, cfg.distribution))
     cfg = cfg if run_dir == Path(cfg.run_dir) else replace(cfg, run_dir=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file = run_dir / "config.json"
-    if cfg_file.exists() and not overwrite:
-        # Fields added to RunConfig after a run started read as their defaults, so a run
-        # resumes across package versions that only add options.
-        old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
-        changed = sorted(k for k in set(old) | set(cfg.to_json())
-                         if old.get(k) != cfg.to_json().get(k) and k not in EXECUTION_FIELDS)
-        if changed:
-            raise ValueError(f"{run_dir} holds a run with a different config (differs in "
-                             f"{changed}); use another run_dir or overwrite=True")
-    if overwrite:
-        for name in ("history.csv", "state.json", "last.keras", "best.keras", "metrics.json"):
-            (run_dir / name).unlink(missing_ok=True)
-    write_json(cfg_file, cfg.to_json())
     state_file = run_dir / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {
-        "epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "wait": 0, "completed": False}
-    if state.get("completed") and (run_dir / "metrics.json").exists():
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if log_finished_run(cfg, state, metrics, run_dir):  # --mlflow on a finished run
-            write_json(state_file, state)
-        return RunResult(run_dir, metrics)
+    if cfg_file.exists() and not overwrite:
+        _refuse_other_config(cfg, cfg_file)
+        state = _read_state(state_file)
+        if state.get("completed") and (run_dir / "metrics.json").exists():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            if log_finished_run(cfg, state, metrics, run_dir):  # --mlflow on a finished run
+                write_json(state_file, state)
+            return RunResult(run_dir, metrics)
+    state = _read_state(None if overwrite else state_file)
 
     placement = plan(cfg)  # before TensorFlow runs anything (virtual CPU devices)
     check_resume(placement, state, cfg.scale_by_replicas)
@@ -307,16 +369,7 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     fit_cfg = placement.scaled(cfg)  # the global batch and lr this placement trains with
     keras.utils.set_random_seed(cfg.seed)
     spec = get_spec(cfg.model)
-    ds = dataset if dataset is not None else load_dataset(
-        cfg.data, ferplus=cfg.ferplus, synthetic_sizes=cfg.synthetic_sizes, seed=cfg.seed)
-    if cfg.drop_nonfaces:
-        ds = _drop_training_nonfaces(ds, cfg)
-    train_ds, val_ds, test_ds = train_val_test(ds, seed=cfg.seed)
-    if cfg.teacher:
-        from fer_study.distill import attach_teacher
-
-        train_ds = attach_teacher(train_ds, cfg.teacher, cfg.teacher_temperature)
-    train_ds = _subsample(train_ds, cfg.max_train_samples, cfg.seed)
+    ds, train_ds, val_ds, test_ds = _prepare_data(cfg, dataset)
     aug = AugmentConfig(**cfg.augment) if cfg.augment else None
     cw = class_weights(train_ds.labels, cfg.class_weight_power) if cfg.class_weight_power \
         else None
@@ -327,6 +380,12 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
                          shuffle=True, seed=cfg.seed)
     val_batches = FerBatches(val_ds.images, val_ds.labels, 256, cfg.input_size)
 
+    # Inputs are valid: from here on the run folder is written.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in ("history.csv", "state.json", "last.keras", "best.keras", "metrics.json"):
+            (run_dir / name).unlink(missing_ok=True)
+    write_json(cfg_file, cfg.to_json())
     precision = resolve_precision(cfg.precision)
     state["precision"] = precision
     if cfg.verbose and placement.kind != "none":
@@ -336,7 +395,7 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
         _fit(fit_cfg, spec, run_dir, state, placement.batches(batches, training=True),
              placement.batches(val_batches, training=False), len(train_ds), len(val_ds),
              callbacks=placement.callbacks() + tracker.callbacks())
-    best = keras.saving.load_model(run_dir / "best.keras")
+    best = load_model(run_dir / "best.keras", compile=True)
     metrics = _final_metrics(best, cfg, ds, train_ds, val_ds, test_ds, state,
                              state.pop("resumed_from"))
     write_json(run_dir / "metrics.json", metrics)
@@ -344,6 +403,44 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
     write_json(state_file, state)
     tracker.finish(metrics, run_dir)
     return RunResult(run_dir, metrics, best)
+
+
+def _refuse_other_config(cfg: RunConfig, cfg_file: Path) -> None:
+    """A run folder belongs to one config. Fields added to RunConfig after a run started
+    read as their defaults, so a run resumes across package versions that only add options."""
+    old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
+    changed = sorted(k for k in set(old) | set(cfg.to_json())
+                     if old.get(k) != cfg.to_json().get(k) and k not in EXECUTION_FIELDS)
+    if changed:
+        raise ConfigError(f"{cfg_file.parent} holds a run with a different config (differs in "
+                          f"{changed}); use another run_dir or overwrite=True (--overwrite)")
+
+
+def _read_state(state_file: Path | None) -> dict:
+    """A run's saved progress; a fresh state for a new (or overwritten: None) run."""
+    if state_file is not None and state_file.exists():
+        return json.loads(state_file.read_text())
+    return {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "wait": 0,
+            "completed": False}
+
+
+def _prepare_data(cfg: RunConfig, dataset: Dataset | None
+                  ) -> tuple[Dataset, Dataset, Dataset, Dataset | None]:
+    """(all data, fit, select, report) splits of the run, teacher attached and the fit split
+    subsampled; raises DataError for data (or a teacher file) that cannot be used."""
+    if cfg.teacher and not Path(cfg.teacher).is_file():
+        raise DataError(f"teacher file not found: {cfg.teacher} (make it with "
+                        f"`python -m fer_study teacher RUN_DIR ... --output {cfg.teacher}`)")
+    ds = dataset if dataset is not None else load_dataset(
+        cfg.data, ferplus=cfg.ferplus, synthetic_sizes=cfg.synthetic_sizes, seed=cfg.seed)
+    if cfg.drop_nonfaces:
+        ds = _drop_training_nonfaces(ds, cfg)
+    train_ds, val_ds, test_ds = train_val_test(ds, seed=cfg.seed)
+    if cfg.teacher:
+        from fer_study.distill import attach_teacher
+
+        train_ds = attach_teacher(train_ds, cfg.teacher, cfg.teacher_temperature)
+    return ds, _subsample(train_ds, cfg.max_train_samples, cfg.seed), val_ds, test_ds
 
 
 def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: EpochStream,
@@ -357,7 +454,7 @@ def _fit(cfg: RunConfig, spec, run_dir: Path, state: dict, batches: EpochStream,
         if state["epoch"] >= phase.end or state.get("stopped_early") and phase.name == "train":
             continue
         if model is None and state["epoch"] > 0 and (run_dir / "last.keras").exists():
-            model = keras.saving.load_model(run_dir / "last.keras")  # weights + optimizer
+            model = load_model(run_dir / "last.keras", compile=True)  # weights + optimizer
         if model is None:
             model = build_model(cfg.model, input_size=cfg.input_size,
                                 **_weights_arg(cfg, spec), **cfg.model_kwargs)

@@ -1,8 +1,10 @@
-"""Shared fixtures: small FER2013-format files written by the tests themselves."""
+"""Shared fixtures and helpers: small FER2013-format files written by the tests themselves,
+and reading markdown tables back."""
 
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,6 +30,21 @@ def write_fer_csv(path, images, labels, usage, header="emotion,pixels,Usage") ->
         f.write(header + "\n")
         for img, y, u in zip(images, labels, usage):
             f.write(f"{y},{' '.join(map(str, img.ravel()))},{u}\n")
+
+
+def parse_md_table(text: str, after: str) -> list[dict[str, str]]:
+    """The first markdown table after the line containing `after`, as dicts of cell text."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if after in ln)
+    i = next(j for j in range(start, len(lines)) if lines[j].startswith("|"))
+    header = [c.strip() for c in lines[i].strip("|").split(" | ")]
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip() for c in re.split(r"(?<!\\) \| ", ln.strip()[1:-1].strip())]
+        rows.append(dict(zip(header, cells)))
+    return rows
 
 
 @pytest.fixture

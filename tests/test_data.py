@@ -223,3 +223,18 @@ def test_split_errors():
     train, val, test = train_val_test(ds)
     assert set(train.usage) == {"Training"} and set(val.usage) == {"PublicTest"}
     assert set(test.usage) == {"PrivateTest"}
+
+
+def test_stratified_sample_and_random_subset():
+    from fer_study.data import random_subset, stratified_sample
+
+    labels = np.repeat(np.arange(7), [50, 3, 50, 50, 50, 50, 50])
+    idx = stratified_sample(labels, 70, seed=1)
+    assert len(idx) == 70 and len(set(idx.tolist())) == 70 and (np.diff(idx) > 0).all()
+    counts = np.bincount(labels[idx], minlength=7)
+    assert counts[1] == 3 and counts.max() - counts[counts != 3].min() <= 1
+    assert np.array_equal(idx, stratified_sample(labels, 70, seed=1))
+    assert len(stratified_sample(labels, None)) == len(labels)
+    sub = random_subset(len(labels), 100, seed=2)
+    assert len(set(sub.tolist())) == 100 and (np.diff(sub) > 0).all()
+    assert np.array_equal(random_subset(5, None), np.arange(5))

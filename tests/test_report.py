@@ -1,22 +1,18 @@
-"""REPORT.md / REPORT.html from hand-written results files: every table matches the JSON."""
+"""REPORT.md / REPORT.html and the README section from hand-written results files: every
+table shows the JSON's numbers, checked against cells written out here by hand."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import parse_md_table
 
+from fer_study.errors import ResultsError
 from fer_study.labels import EMOTIONS
-from fer_study.report import (
-    SYNTHETIC_BANNER,
-    build_report,
-    fmt,
-    md_table,
-    parse_md_table,
-    read_results,
-    run_results_stage,
-    with_latency,
-)
+from fer_study.readme import readme_results, update_readme
+from fer_study.report import build_report
+from fer_study.results import SYNTHETIC_BANNER, read_results
 
 SYNTH = {"dataset": "synthetic demo set (procedurally drawn faces, NOT FER2013)",
          "format": "synthetic", "synthetic": True, "seed": 0,
@@ -43,6 +39,25 @@ ROWS = [
      "size (MB)": 24.52, "CPU latency (ms/img)": 8.9, "train time (s)": 3600.0, "epochs": 6},
     {"model": "vgg16", "kind": "transfer", "pretrained weights": "imagenet",
      "status": "not run: weights unavailable"},
+]
+# The comparison table as the report must print it (4 significant digits, thousands
+# separators, a dash for a missing value), typed out from ROWS by hand.
+TABLE = [
+    {"model": "baseline_cnn", "kind": "scratch", "pretrained weights": "none (random init)",
+     "status": "ok", "Training acc": "0.6123", "PublicTest acc": "0.5123",
+     "PrivateTest acc": "0.5012", "PublicTest macro-F1": "0.4567",
+     "PrivateTest macro-F1": "0.4455", "params": "2,345,607", "size (MB)": "28.21",
+     "CPU latency (ms/img)": "3.217", "train time (s)": "1,234", "epochs": "10"},
+    {"model": "efficientnet_lite0", "kind": "transfer", "pretrained weights": "imagenet",
+     "status": "ok", "Training acc": "0.7", "PublicTest acc": "0.6049",
+     "PrivateTest acc": "0.5998", "PublicTest macro-F1": "0.55", "PrivateTest macro-F1": "0.5412",
+     "params": "3,742,759", "size (MB)": "24.52", "CPU latency (ms/img)": "8.9",
+     "train time (s)": "3,600", "epochs": "6"},
+    {"model": "vgg16", "kind": "transfer", "pretrained weights": "imagenet",
+     "status": "not run: weights unavailable", "Training acc": "—", "PublicTest acc": "—",
+     "PrivateTest acc": "—", "PublicTest macro-F1": "—", "PrivateTest macro-F1": "—",
+     "params": "—", "size (MB)": "—", "CPU latency (ms/img)": "—", "train time (s)": "—",
+     "epochs": "—"},
 ]
 PER_CLASS = [{"model": "baseline_cnn", **{e: round(0.1 * (i + 1), 3)
                                           for i, e in enumerate(EMOTIONS)}},
@@ -97,17 +112,12 @@ def test_tables_match_the_json(tmp_path):
     out = build_report(d)
     md = out.read_text()
     assert out == d / "REPORT.md" and (d / "REPORT.html").is_file()
-    table = parse_md_table(md, "### Model comparison")
-    assert [r["model"] for r in table] == [r["model"] for r in ROWS]
-    for got, want in zip(table, ROWS):
-        for col, cell in got.items():
-            assert cell == fmt(want.get(col)), (want["model"], col)
-    assert table[0]["PrivateTest acc"] == "0.5012" and table[0]["params"] == "2,345,607"
-    assert table[2]["status"] == "not run: weights unavailable"
-    assert table[2]["PrivateTest acc"] == "—"
-    per_class = parse_md_table(md, "### Per-class F1")
-    for got, want in zip(per_class, PER_CLASS):
-        assert got == {k: fmt(v) for k, v in want.items()}
+    assert parse_md_table(md, "### Model comparison") == TABLE
+    assert parse_md_table(md, "### Per-class F1") == [
+        {"model": "baseline_cnn", "Angry": "0.1", "Disgust": "0.2", "Fear": "0.3",
+         "Happy": "0.4", "Sad": "0.5", "Surprise": "0.6", "Neutral": "0.7"},
+        {"model": "efficientnet_lite0", "Angry": "0.1", "Disgust": "0.15", "Fear": "0.2",
+         "Happy": "0.25", "Sad": "0.3", "Surprise": "0.35", "Neutral": "0.4"}]
     splits = parse_md_table(md, "**Images per split and class**")
     assert splits[0]["Disgust"] == "1" and splits[0]["total"] == "61"
     # the best model, selected on PublicTest, with its PrivateTest number from the JSON
@@ -152,7 +162,7 @@ def test_real_data_has_no_banner_and_mixed_data_warns(tmp_path):
 
 
 def test_no_results_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the study first"):
+    with pytest.raises(ResultsError, match="run the study first"):
         build_report(tmp_path)
 
 
@@ -160,18 +170,6 @@ def test_read_results_skips_the_manifest(tmp_path):
     d = _fixture(tmp_path)
     (d / "results" / "study_manifest.json").write_text("{}")
     assert "study_manifest" not in read_results(d)
-
-
-def test_helpers():
-    assert fmt(None) == "—" and fmt(0.123456) == "0.1235" and fmt(12345) == "12,345"
-    assert fmt(1234.5) == "1,234" and fmt(True) == "yes" and fmt("a|b") == "a\\|b"
-    assert run_results_stage("baseline_cnn") == "02_baseline_cnn"
-    assert run_results_stage("vgg16") == "03_transfer_learning__vgg16"
-    row = with_latency({"model": "m", "size (MB)": 1.0, "epochs": 2}, 3.5)
-    assert list(row) == ["model", "size (MB)", "CPU latency (ms/img)", "epochs"]
-    rows = [{"a": 1}, {"a": 2, "b": 3}]
-    assert parse_md_table("x\n" + md_table(rows), "x") == [{"a": "1", "b": "—"},
-                                                           {"a": "2", "b": "3"}]
 
 
 def test_results_outside_the_study_plan_are_left_out(tmp_path):
@@ -208,13 +206,15 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n## Results\n\n<!-- results:begin -->\nstale 0.99\n"
                       "<!-- results:end -->\n\n## After\n")
-    md = build_report(d, readme=readme).read_text()
+    md = build_report(d).read_text()
+    update_readme(readme, reports_dir=d)
     text = readme.read_text()
     assert "stale 0.99" not in text and text.endswith("## After\n")
     assert text.count("<!-- results:begin -->") == 1
     comp = parse_md_table(text, "**Study comparison**")
-    assert [r["model"] for r in comp] == [r["model"] for r in ROWS]
-    assert comp[1]["PrivateTest acc"] == fmt(ROWS[1]["PrivateTest acc"])
+    columns = ("model", "kind", "status", "PublicTest acc", "PrivateTest acc",
+               "PrivateTest macro-F1", "params", "epochs", "train time (s)")
+    assert comp == [{c: row[c] for c in columns} for row in TABLE]
     best = parse_md_table(text, "**Best models**")
     # one row per model: its best TTA on PublicTest, and the selected row
     assert [(r["model"], r["TTA"]) for r in best] == [("a", "tencrop"),
@@ -234,7 +234,8 @@ def test_readme_results_section_is_generated_from_the_json(tmp_path):
             "b": {"training_accuracy": 0.70, "publictest_accuracy": 0.60}}
     _write(d, "best_models", {**BEST, "selected_privatetest_accuracy": 0.6543,
                               "selected_disgust_recall": 0.31, "runs": runs})
-    md = build_report(d, readme=readme).read_text()
+    md = build_report(d).read_text()
+    update_readme(readme, reports_dir=d)
     targets = parse_md_table(md, "**Against the targets**")
     assert [r["status"] for r in targets] == ["4.6 points short", "reached", "9.0 points short"]
     assert "Disgust recall (PrivateTest) 0.31 (goal 0.4: 9.0 points short)" in readme.read_text()
@@ -251,11 +252,11 @@ def test_readme_without_markers_gets_a_section_and_demo_data_is_labelled(tmp_pat
     d = _fixture(tmp_path)  # synthetic
     readme = tmp_path / "README.md"
     readme.write_text("# x\n")
-    build_report(d, readme=readme)
+    update_readme(readme, reports_dir=d)
     text = readme.read_text()
     assert text.startswith("# x\n\n## Results\n\n<!-- results:begin -->")
     assert SYNTHETIC_BANNER in text
-    build_report(d, readme=readme)  # regenerating replaces, never duplicates
+    update_readme(readme, reports_dir=d)  # regenerating replaces, never duplicates
     assert readme.read_text() == text
 
 
@@ -271,7 +272,7 @@ def test_cli_report_rebuilds_report_and_readme(tmp_path, capsys):
 
 
 def test_pretrained_vs_scratch_is_reported_whichever_way_it_goes(tmp_path):
-    from fer_study.report import pretrained_vs_scratch
+    from fer_study.comparison import pretrained_vs_scratch
 
     twin = {"model": "efficientnet_lite0_scratch", "kind": "scratch", "status": "ok",
             "pretrained weights": "none (random init)", "PublicTest acc": 0.6149,
@@ -303,15 +304,13 @@ def test_sources_name_the_command_each_file_records(tmp_path):
         "python scripts/benchmark_realtime.py --x 1"
     assert sources["results/benchmark_realtime.json"]["made"] == "2026-11-23T02:48:43+0000"
     assert sources["results/efficientnet_lite0_conversion.json"]["command"].startswith(
-        "python scripts/verify_efficientnet_lite.py")
+        "python -m fer_study verify-efficientnet-lite")
     assert sources["results/mystery.json"]["command"] == "not recorded"
     assert sources["results/04_model_comparison.json"]["command"] == "make study PROFILE=demo"
     assert "made by `python -m fer_study study`" not in md
 
 
 def test_readme_benchmark_lines_read_their_numbers_from_the_files(tmp_path):
-    from fer_study.report import readme_results
-
     d = _fixture(tmp_path, data=REAL)
     _write(d, "benchmark_robustness", {
         "command": "python scripts/benchmark_robustness.py --data d.csv", "images": 1000,

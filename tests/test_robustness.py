@@ -1,4 +1,4 @@
-"""Corruptions, robustness evaluation, calibration, TFLite table and notebook helpers."""
+"""Corruptions and robustness evaluation, and the robustness benchmark against `fer`."""
 
 from __future__ import annotations
 
@@ -122,134 +122,6 @@ def test_evaluate_robustness_on_a_tiny_keras_model(faces):
         R.evaluate_robustness(lambda im: _onehot(np.resize(y, len(im))), x, y, tta="flip")
 
 
-def test_calibration_report_fits_on_the_selection_split():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, NUM_CLASSES, 600)
-    # Overconfident: right 60% of the time but always ~97% sure.
-    pred = np.where(rng.random(600) < 0.6, y, (y + 1) % NUM_CLASSES)
-    probs = np.full((600, NUM_CLASSES), 0.005, np.float32)
-    probs[np.arange(600), pred] = 0.97
-    rep = R.calibration_report(probs[:300], y[:300], probs[300:], y[300:])
-    assert rep["temperature"] > 1.0 and rep["ece_after"] < rep["ece_before"] / 2
-    assert rep["nll_after"] < rep["nll_before"] and rep["n_report"] == 300
-    assert rep["fit_split"] == "PublicTest" and rep["report_split"] == "PrivateTest"
-    with pytest.raises(ValueError, match="another split"):
-        R.calibration_report(probs, y, probs, y, fit_split="PrivateTest")
-    fig = R.plot_reliability(rep)
-    assert len(fig.axes) == 2
-
-
-def test_tflite_benchmark_float32(tmp_path, faces):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((48, 48, 1))
-    h = keras.layers.Rescaling(1 / 255.0)(inp)
-    h = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(h)
-    h = keras.layers.Flatten()(h)
-    model = keras.Model(inp, keras.layers.Dense(NUM_CLASSES, activation="softmax")(h))
-    path = tmp_path / "tiny.keras"
-    model.save(path)
-    x, y = faces
-    df = R.tflite_benchmark(path, tmp_path / "tfl", x, y, representative=x,
-                            variants=["float32"], keras_latency=False)
-    assert list(df["format"]) == ["keras", "tflite float32"]
-    row = df.iloc[1]
-    assert row["agreement"] == 1.0 and row["mean_abs_prob_diff"] < 1e-4
-    assert row["accuracy"] == df.iloc[0]["accuracy"] and row["latency_ms"] > 0
-    assert (tmp_path / "tfl" / "tiny_float32.tflite").is_file()
-
-
-def test_resolve_model_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    runs, reports = tmp_path / "runs", tmp_path / "reports"
-    with pytest.raises(FileNotFoundError, match="04_model_comparison.json"):
-        R.resolve_model_run(None, runs, reports)
-    (runs / "baseline_cnn").mkdir(parents=True)
-    (runs / "baseline_cnn" / "best.keras").write_bytes(b"x")
-    assert R.resolve_model_run(None, runs, reports) == runs / "baseline_cnn"
-    (runs / "vgg").mkdir()
-    (runs / "vgg" / "best.keras").write_bytes(b"x")
-    (reports / "results").mkdir(parents=True)
-    (reports / "results" / "04_model_comparison.json").write_text(
-        json.dumps({"best_run_dir": "runs/vgg"}))
-    assert R.resolve_model_run(None, "runs", "reports") == tmp_path / "runs" / "vgg"
-    assert R.resolve_model_run(runs / "baseline_cnn", runs, reports) == runs / "baseline_cnn"
-    with pytest.raises(FileNotFoundError, match="nope"):
-        R.resolve_model_run(tmp_path / "nope", runs, reports)
-
-
-def test_stratified_sample_and_banner():
-    labels = np.repeat(np.arange(NUM_CLASSES), [50, 3, 50, 50, 50, 50, 50])
-    idx = R.stratified_sample(labels, 70, seed=1)
-    assert len(idx) == 70 and len(set(idx.tolist())) == 70 and (np.diff(idx) > 0).all()
-    counts = np.bincount(labels[idx], minlength=NUM_CLASSES)
-    assert counts[1] == 3 and counts.max() - counts[counts != 3].min() <= 1
-    assert np.array_equal(idx, R.stratified_sample(labels, 70, seed=1))
-    assert len(R.stratified_sample(labels, None)) == len(labels)
-    sub = R.random_subset(len(labels), 100, seed=2)
-    assert len(set(sub.tolist())) == 100 and (np.diff(sub) > 0).all()
-    assert np.array_equal(R.random_subset(5, None), np.arange(5))
-    assert R.SYNTHETIC_BANNER in R.banner_html(True)
-    assert R.SYNTHETIC_BANNER not in R.banner_html(False)
-
-
-def test_demo_video_and_latency_table(tmp_path):
-    path = R.compose_demo_video(tmp_path / "clip.mp4", n_frames=4, fps=4)
-    frames = R.read_frames(path, [0, 3, 10])
-    assert len(frames) == 2 and frames[0].shape == (480, 640, 3)
-    assert not np.array_equal(frames[0], frames[1])  # the face moves
-    rows = R.stage_latency_table({"detect": [0.002, 0.004], "classify": [], "total": [0.01]})
-    assert [r["stage"] for r in rows] == ["detect", "total"]
-    assert rows[0]["median_ms"] == pytest.approx(3.0)
-
-
-def test_write_results(tmp_path):
-    from fer_study.data import load_synthetic
-
-    ds = load_synthetic({"Training": 7, "PublicTest": 7, "PrivateTest": 7})
-    fig_path = tmp_path / "rep" / "figures" / "06_x_plot.png"
-    path = R.write_results(tmp_path / "rep", "06_x", {"value": float("nan"),
-                                                      "summary_table": [{"a": 1.0}]},
-                           ds, [fig_path], {"profile": "demo"})
-    out = json.loads(path.read_text())
-    assert path == tmp_path / "rep" / "results" / "06_x.json"
-    assert out["synthetic"] is True and out["value"] is None
-    assert out["figures"] == ["figures/06_x_plot.png"]
-    assert out["data"]["split_sizes"] == {"Training": 7, "PublicTest": 7, "PrivateTest": 7}
-    assert {"git", "environment", "hardware", "summary_table"} <= set(out)
-
-
-def test_records():
-    import pandas as pd
-
-    df = pd.DataFrame([{"class": "a", "n": 3, "x": 0.123456}, {"class": "b", "n": None,
-                                                                "x": np.float32(np.nan)}])
-    assert R.records(df) == [{"class": "a", "n": 3, "x": 0.123},
-                             {"class": "b", "n": None, "x": None}]
-
-
-def test_repo_relative_paths_in_results(tmp_path):
-    from fer_study.provenance import REPO_ROOT
-    from fer_study.robustness import repo_relative
-
-    assert repo_relative(REPO_ROOT / "runs" / "cpu" / "x") == "runs/cpu/x"
-    assert repo_relative(tmp_path) == str(tmp_path)
-
-
-def test_fer_bar_is_read_from_the_benchmark_never_typed_in(tmp_path):
-    """Notebook 06's bar comes from scripts/benchmark_robustness.py's results file; without
-    it there is no number, only the command that measures one."""
-    missing = R.fer_package_reference(tmp_path, search_repo=False)
-    assert missing["value"] is None and "benchmark_robustness.py" in missing["source"]
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "benchmark_robustness.json").write_text(json.dumps({
-        "command": "python scripts/benchmark_robustness.py --data d.csv", "images": 1000,
-        "split": "PrivateTest", "data": {"dataset": "FER2013"},
-        "fer": {"relative_robustness": 0.6543, "clean_accuracy": 0.66}}))
-    ref = R.fer_package_reference(tmp_path)  # found first, before the repository's own
-    assert ref["value"] == 0.6543 and ref["clean_accuracy"] == 0.66
-    assert "--data d.csv" in ref["source"] and "1000 FER2013 PrivateTest" in ref["source"]
 
 
 def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, monkeypatch):
@@ -259,6 +131,7 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
     from conftest import write_fer_csv
 
     from fer_study.benchmarks import robustness as bench
+    from fer_study.data import random_subset
     from fer_study.labels import EMOTIONS
 
     rng = np.random.default_rng(0)
@@ -290,7 +163,7 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
     assert res["images"] == 42 and "--images 42" in res["command"]
     assert res["command"].startswith("python scripts/benchmark_robustness.py --data")
     assert res["fer"]["notes"] == ["fake fer"]
-    happy_share = float(np.mean(labels[R.random_subset(n, 42, seed=0)]
+    happy_share = float(np.mean(labels[random_subset(n, 42, seed=0)]
                                 == EMOTIONS.index("Happy")))
     assert res["fer"]["clean_accuracy"] == pytest.approx(happy_share)
     assert 0.0 <= res["ours"]["clean_accuracy"] <= 1.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from fer_study import train as train_mod
 from fer_study.cli import main
 from fer_study.data import load_synthetic
+from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import predict_probs
 from fer_study.train import RunConfig, train
 
@@ -76,7 +79,7 @@ def test_finished_run_is_not_retrained_and_config_clash_is_refused(learned):
     again = train(cfg)
     assert again.model is None and again.metrics == result.metrics
     clash = RunConfig(**{**cfg.to_json(), "lr": 0.1})
-    with pytest.raises(ValueError, match=r"different config \(differs in \['lr'\]\)"):
+    with pytest.raises(ConfigError, match=r"different config \(differs in \['lr'\]\)"):
         train(clash)
 
 
@@ -138,3 +141,114 @@ def test_cli_missing_data_message(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing.csv"),
                  "--run-dir", str(tmp_path / "x")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input
+# Each of these once failed late, with a traceback or a misleading message.
+
+TINY_SIZES = '{"Training": 70, "PublicTest": 35, "PrivateTest": 35}'
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "batch_size=0: must be >= 1"),  # was a ZeroDivisionError
+    ("--epochs", "-3", "epochs=-3: must be >= 1"),  # was "File not found ... best.keras"
+    ("--set", "tta=bogus", "tta='bogus': expected one of 'none', 'flip', 'tencrop'"),
+    ("--set", "teacher_weight=1.5", "teacher_weight=1.5: must be in [0, 1]"),
+])
+def test_cli_rejects_bad_config_before_loading_anything(tmp_path, capsys, monkeypatch, flag,
+                                                        value, message):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started with an invalid config")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
+    run = tmp_path / "run"
+    code = main(["train", "--data", "synthetic", "--set", f"synthetic_sizes={TINY_SIZES}",
+                 "--run-dir", str(run), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_config_validation_names_every_problem_and_checks_newer_fields():
+    with pytest.raises(ConfigError) as e:
+        RunConfig(lr="fast", fine_tune="some", precision="fp8", teacher_temperature=0,
+                  soft_label_weight=0.6, teacher_weight=0.6, augment={"flipp": True},
+                  synthetic_sizes={"Train": 10})
+    msg = str(e.value)
+    for part in ("lr='fast': expected float", "fine_tune='some': expected one of",
+                 "precision='fp8': must be one of", "teacher_temperature=0: must be > 0",
+                 "soft_label_weight + teacher_weight = 1.2: must be <= 1",
+                 "augment has unknown key(s) ['flipp']", "synthetic_sizes {'Train': 10}"):
+        assert part in msg, part
+    cfg = RunConfig()
+    cfg.epochs = 0  # set after construction: train() checks again before writing anything
+    with pytest.raises(ConfigError, match="epochs=0"):
+        train(cfg)
+
+
+def test_bad_data_leaves_no_run_folder_to_block_the_corrected_command(tmp_path, capsys):
+    bad = tmp_path / "fer2013.csv"
+    bad.write_text("emotion,pixels,Usage\n9,1 2 3,Training\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(bad), "--run-dir", str(run)]) == 2
+    assert "fer2013.csv" in capsys.readouterr().err
+    assert not run.exists()  # so `train --data <fixed file> --run-dir run` starts cleanly
+
+
+def test_cli_weights_none_means_random_initialisation(monkeypatch):
+    """`--weights none` was dropped with the other unset flags, keeping pretrained weights."""
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise Captured
+
+    monkeypatch.setattr(train_mod, "train", capture)
+    with pytest.raises(Captured):
+        main(["train", "--model", "mobilenetv2", "--weights", "none", "--run-dir", "x"])
+    assert seen["cfg"].weights is None
+    with pytest.raises(Captured):
+        main(["train", "--model", "mobilenetv2", "--run-dir", "x"])
+    assert seen["cfg"].weights == "default"
+
+
+def test_a_corrupt_checkpoint_is_reported_as_corrupt_not_missing(tmp_path, capsys):
+    corrupt = tmp_path / "best.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    assert main(["evaluate", str(corrupt)]) == 2
+    err = capsys.readouterr().err
+    assert "not a .keras model archive" in err and "File not found" not in err
+    # resuming a run whose last checkpoint is damaged says so, and how to start afresh
+    cfg = RunConfig(**{**FAST, "epochs": 2, "synthetic_sizes": {
+        "Training": 70, "PublicTest": 35, "PrivateTest": 35}}, run_dir=str(tmp_path / "r"))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg.to_json()))
+    (tmp_path / "r" / "state.json").write_text(json.dumps(
+        {"epoch": 1, "best_val_accuracy": 0.2, "best_epoch": 1, "wait": 0, "completed": False}))
+    (tmp_path / "r" / "last.keras").write_bytes(b"truncated")
+    with pytest.raises(ModelError, match="last.keras is not a .keras model archive.*overwrite"):
+        train(cfg)
+
+
+@dataclasses.dataclass
+class _Extended:
+    """Fields of the kinds other branches add to RunConfig (module level: the annotations
+    are strings resolved in this module's namespace)."""
+
+    strategy: Literal["auto", "mirrored"] = "auto"
+    hosts: list[str] = dataclasses.field(default_factory=list)
+    workers: int = 1
+    extra: Any = None
+
+
+def test_validation_reads_the_annotations_of_fields_others_add():
+    """A field added to RunConfig is type-checked from its annotation with no extra code."""
+    from fer_study.validation import field_problems
+
+    assert field_problems(_Extended(), {}) == ([], set())
+    problems, bad = field_problems(_Extended(strategy="tpu", hosts="a,b", workers=True),
+                                   {"workers": (lambda v: v >= 1, ">= 1")})
+    assert bad == {"strategy", "hosts", "workers"} and len(problems) == 3
