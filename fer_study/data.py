@@ -481,3 +481,16 @@ def duplicates_across_splits(ds: Dataset, near: bool = False) -> list[tuple[int,
                 if ds.usage[i] != ds.usage[j]:
                     pairs.append((i, j))
     return pairs
+
+
+def drop_training_nonfaces(ds: Dataset, ferplus: str | os.PathLike | None) -> Dataset:
+    """FER2013 without the Training rows FER+ marks as non-faces (test splits untouched)."""
+    if not ferplus:
+        raise DataError("drop_nonfaces needs the FER+ votes: pass --ferplus fer2013new.csv")
+    nonface = load_ferplus(ferplus).nonface
+    if len(nonface) != len(ds):
+        raise DataError(f"FER+ rows ({len(nonface)}) do not line up with the data ({len(ds)})")
+    drop = nonface & (ds.usage == "Training")
+    out = ds.select(~drop)
+    out.source = {**ds.source, "training_nonfaces_dropped": int(drop.sum())}
+    return out

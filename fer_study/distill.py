@@ -100,3 +100,10 @@ def attach_teacher(fit: Dataset, path: str | Path, temperature: float = 1.0) -> 
                         f"{t['split']}) than this run's fit split ({len(fit)} rows): make "
                         f"the teacher from the same data file and seed")
     return replace(fit, teacher_probs=soften(t["probs"], temperature))
+
+
+def teacher_summary(path: str, weight: float, temperature: float) -> dict:
+    """Which teacher a distilled run learned from (its members and how they were chosen)."""
+    t = read_teacher(path)
+    return {"file": path, "members": t["members"], "tta": t["tta"], "weight": weight,
+            "temperature": temperature}

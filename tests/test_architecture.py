@@ -10,24 +10,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fer_study"
 # A new module gets a line here and in ARCHITECTURE.md.
 LAYERS = {
     # 0 foundation: constants, errors, provenance, the input contract, shared utilities
-    **dict.fromkeys(("__init__", "labels", "errors", "provenance", "assets",
+    **dict.fromkeys(("labels", "errors", "provenance", "assets",
                      "validation", "timing", "model_input"), 0),
     # 1 core: data, models, training, evaluation and analyses of a model
     **dict.fromkeys(("data", "synthetic", "augment", "models", "vggface", "efficientnet_lite",
                      "torch_checkpoint", "evaluate", "train", "precision", "distill",
                      "distribute", "tracking", "robustness", "gradcam", "plots",
-                     "demo_video"), 1),
+                     "demo_video", "stats", "data_effects", "run_options"), 1),
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
     **dict.fromkeys(("results", "markdown", "comparison", "profiles", "plan", "fingerprint",
                      "study", "report", "readme", "citation", "notebook", "leaderboard",
-                     "efficientnet_lite_check"), 2),
+                     "efficientnet_lite_check", "runs", "throughput"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
-    **dict.fromkeys(("tflite", "export", "realtime", "serve"), 3),
+    **dict.fromkeys(("tflite", "export", "realtime", "serve", "ship", "baselines",
+                     "benchmarks"), 3),
     # 4 the command line, which reaches every layer
-    "cli": 4, "__main__": 4,
+    # the front door re-exports (EmotionRecognizer) lazily, like the command line
+    "cli": 4, "__main__": 4, "__init__": 4,
 }
 # Modules still above the size target, with the reason.
-OVERSIZE = {"realtime.py": "split into a subpackage on the real-time branch"}
+OVERSIZE = {"serve/loadtest.py": "the load-test client and its report; to split next"}
 MAX_LINES = 520  # "about 500"
 
 

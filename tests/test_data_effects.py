@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_study.data import DataError, Dataset, FerPlusVotes
+from fer_study.data import DataError, Dataset, FerPlusVotes, drop_training_nonfaces
 from fer_study.data_effects import data_effects, leaked_rows
-from fer_study.train import RunConfig, _drop_training_nonfaces
 
 
 def _ds() -> Dataset:
@@ -61,8 +60,8 @@ def test_drop_nonfaces_touches_training_only(tmp_path, monkeypatch):
     ds = _ds()
     votes = _votes(12, [2, 11], ds.labels)
     monkeypatch.setattr("fer_study.data.load_ferplus", lambda path: votes)
-    out = _drop_training_nonfaces(ds, RunConfig(ferplus="votes.csv", drop_nonfaces=True))
+    out = drop_training_nonfaces(ds, "votes.csv")
     assert len(out) == 11 and (out.usage == "PrivateTest").sum() == 6
     assert out.source["training_nonfaces_dropped"] == 1
     with pytest.raises(DataError, match="FER\\+ votes"):
-        _drop_training_nonfaces(ds, RunConfig(drop_nonfaces=True))
+        drop_training_nonfaces(ds, None)

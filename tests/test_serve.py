@@ -476,7 +476,7 @@ def test_memory_growth_and_targets_summary():
 
 
 def test_readme_line_reads_the_serve_benchmark(tmp_path):
-    from fer_study.report import readme_results
+    from fer_study.readme import readme_results
 
     flat = memory_growth([950.0] * 8)
     res = {

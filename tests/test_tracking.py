@@ -17,6 +17,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from fer_study import train as train_mod
 from fer_study.cli import main
+from fer_study.errors import ConfigError
+from fer_study.profiles import Profile
 from fer_study.study import run_study
 from fer_study.train import RunConfig, train
 
@@ -92,7 +94,7 @@ def test_cli_flags_reach_the_config_and_missing_mlflow_is_one_clear_line(
 
     def fake_train(cfg, overwrite=False):
         seen.append(cfg)
-        raise RuntimeError("stop before training")
+        raise ConfigError("stop before training")
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--devices", "all",
@@ -149,7 +151,7 @@ def test_study_logs_each_stage_once_as_a_run_of_one_experiment(tmp_path):
     nbs.mkdir()
     _notebook(nbs / "01_train.ipynb", _stage("01_train", tmp_path / "runs" / "m"))
     _notebook(nbs / "02_later.ipynb", "raise ValueError('broken')")
-    profile = {"name": "unit", "notebooks": {"01_train": {"epochs": 2}, "02_later": {}}}
+    profile = Profile(name="unit", notebooks={"01_train": {"epochs": 2}, "02_later": {}})
     kw = {"reports_dir": str(tmp_path / "reports"), "notebooks_dir": nbs, "progress": False,
           "mlflow": str(store)}
     assert run_study(profile, **kw) == 1

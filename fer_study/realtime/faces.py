@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fer_study.errors import FerStudyError
 from fer_study.labels import EMOTIONS
 
 
-class RealtimeError(RuntimeError):
+class RealtimeError(FerStudyError, RuntimeError):
     """A user-facing failure (missing file, no camera, no GUI, bad model...)."""
 
 

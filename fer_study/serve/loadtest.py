@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from fer_study.errors import FerStudyError
 from fer_study.serve.samples import bad_uploads, multipart_body, sample_jpeg
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -49,7 +50,7 @@ TARGETS = {
 MEMORY_GROWTH_LIMIT_MB = 10.0
 
 
-class LoadTestError(RuntimeError):
+class LoadTestError(FerStudyError, RuntimeError):
     """The benchmark could not run (server did not start, not a loopback URL...)."""
 
 
