@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fer_study.errors import ConfigError
 from fer_study.precision import cpu_flags, resolve_precision
-from fer_study.provenance import stamp, write_json
+from fer_study.provenance import cpu_model, stamp, write_json
 
 BACKENDS = ("tensorflow", "torch", "jax")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -157,7 +157,7 @@ def benchmark_training(configs: dict[str, dict], backends=BACKENDS, precisions=P
         "what": "training images/s (median step after warm-up) with each recipe's optimizer, "
                 "loss and augmenting input pipeline on random 48x48 images",
         "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+                    "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
                     "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
                     "load_average_at_end": _load()},
         "auto_precision_here": resolve_precision("auto"),
@@ -169,16 +169,6 @@ def benchmark_training(configs: dict[str, dict], backends=BACKENDS, precisions=P
     if output:
         write_json(output, out)
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def add_benchmark_training_subcommand(sub) -> None:
