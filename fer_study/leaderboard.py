@@ -286,17 +286,25 @@ def _cmd(args) -> int:
         if args.runs:
             raise ConfigError("give run folders or --spec, not both")
         spec = read_spec(args.spec)
-        runs, data = spec["runs"], args.data or spec["data"]
-        ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()}
+        data = args.data or spec["data"]
+        # Runs of the spec that `make runs` has not finished yet are listed, not scored.
+        runs = [r for r in spec["runs"] if (Path(r) / "metrics.json").is_file()]
+        missing = [r for r in spec["runs"] if r not in runs]
+        if missing:
+            print(f"not finished yet, left out: {', '.join(missing)} (make runs)")
+        done = {Path(r).name for r in runs}
+        ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()
+                     if all(Path(m).name in done for m in v)}
         ttas, greedy = spec.get("tta") or TTA_MODES, spec.get("greedy", False)
         output = args.output or spec.get("output", DEFAULT_OUTPUT)
     else:
         if not args.runs or not args.data:
             raise ConfigError("give run folders and --data, or --spec")
-        runs, data, greedy = args.runs, args.data, args.greedy
+        runs, data, greedy, missing = args.runs, args.data, args.greedy, []
         ensembles, ttas = _parse_ensembles(args.ensemble), args.tta or TTA_MODES
         output = args.output or DEFAULT_OUTPUT
     res = build_leaderboard(runs, data, ensembles, ttas=ttas, greedy=greedy)
+    res["runs_not_finished"] = missing
     res["command"] = "python -m fer_study leaderboard " + " ".join(sys.argv[2:]) \
         if sys.argv[1:2] == ["leaderboard"] else None
     path = write_json(output, res)

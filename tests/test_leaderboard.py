@@ -127,7 +127,8 @@ def test_spec_file_drives_the_cli_with_intervals_and_paired_tests(two_seeds, tmp
     dirs, _ = two_seeds
     spec = tmp_path / "leaderboard.json"
     out = tmp_path / "best.json"
-    spec.write_text(json.dumps({"data": "synthetic", "runs": [str(d) for d in dirs],
+    spec.write_text(json.dumps({"data": "synthetic",
+                                "runs": [str(d) for d in dirs] + [str(tmp_path / "later")],
                                 "greedy": True, "tta": ["none"], "output": str(out)}))
     assert main(["leaderboard", "--spec", str(spec)]) == 0
     res = json.loads(out.read_text())
@@ -135,6 +136,8 @@ def test_spec_file_drives_the_cli_with_intervals_and_paired_tests(two_seeds, tmp
         lo, hi = row["PrivateTest acc 95% CI"]
         assert lo <= row["PrivateTest acc"] <= hi and hi - lo > 0
     assert res["command"] is None or "--spec" in res["command"]
+    assert res["runs_not_finished"] == [str(tmp_path / "later")]  # listed, not scored
+    assert set(res["runs"]) == {"s0", "s1"}
     for t in res["PrivateTest_paired_tests"]:
         assert 0.0 <= t["p_value"] <= 1.0 and t["verdict"]
     spec.write_text(json.dumps({"runs": []}))
