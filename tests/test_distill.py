@@ -84,9 +84,11 @@ def test_soften_flattens_and_keeps_the_argmax():
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(precision, "has_accelerator", lambda: False)
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert precision.resolve_precision("auto") == "float32"
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precision.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"})
     assert precision.resolve_precision("auto") == "mixed_bfloat16"
     assert precision.resolve_precision("float32") == "float32"
     with pytest.raises(ValueError, match="precision"):
