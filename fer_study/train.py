@@ -177,12 +177,12 @@ def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
     if cfg.get("ferplus"):
         parts.append("--ferplus data/fer2013new.csv")
     for key, flag in direct.items():
-        if cfg[key] != default[key] or key == "model":
-            parts.append(f"{flag} {cfg[key]}")
+        if cfg.get(key, default[key]) != default[key] or key == "model":
+            parts.append(f"{flag} {cfg.get(key, default[key])}")
     skip = set(direct) | {"data", "ferplus", "run_dir", "verbose", *EXECUTION_FIELDS}
     for f in RunConfig.__dataclass_fields__.values():
         k = f.name
-        if k not in skip and cfg[k] != default[k]:
+        if k not in skip and cfg.get(k, default[k]) != default[k]:
             parts.append(f"--set '{k}={json.dumps(cfg[k])}'")
     return " ".join(parts)
 

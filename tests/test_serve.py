@@ -266,7 +266,7 @@ def test_gradcam_heatmap_per_face(client, jpeg):
     assert cam["peak"] == pytest.approx(1.0, abs=0.02)  # normalised, and not all zero
     # The heat is drawn in colour over the grey face: somewhere red and blue differ.
     assert np.abs(img[:, :, 2].astype(int) - img[:, :, 0]).max() > 60
-    assert "member0_mini_xception" in cam["layer"]  # every member of the ensemble
+    assert "member0_" in cam["layer"]  # each member of the shipped model, by name
     assert r.json()["timings_ms"]["gradcam"] > 0
 
 

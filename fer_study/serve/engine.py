@@ -241,9 +241,16 @@ class GradcamExplainer:
         for sub in model.layers:
             if isinstance(sub, keras.Model):
                 try:
-                    paths.append([sub.name, *find_last_conv(sub)])
+                    conv = find_last_conv(sub)
                 except ValueError:
                     continue
+                # A conv followed by BatchNorm + ReLU is explained at its ReLU: the raw conv
+                # output's class gradients can cancel to an all-zero map (vgg_style).
+                names = [layer.name for layer in sub.layers]
+                after = names[names.index(conv[0]) + 1:] if len(conv) == 1 else []
+                relu = [n for n in after if isinstance(sub.get_layer(n), keras.layers.Activation)
+                        and len(sub.get_layer(n).output.shape) == 4]
+                paths.append([sub.name, relu[-1]] if relu else [sub.name, *conv])
         return [GradCAM(model, layer=p) for p in paths] or [GradCAM(model)]
 
     def heatmaps(self, faces48: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, str, str]:
