@@ -58,7 +58,6 @@ def prepare_model(
     the stand-in is exported first (int8 calibrated on ``data``'s training faces, else on
     face crops from the benchmark frames).
     """
-    import keras
 
     desc: dict[str, Any] = {}
     if standin:
@@ -67,6 +66,8 @@ def prepare_model(
                     note="UNTRAINED mini-Xception stand-in (random weights): timings only, "
                     "predictions meaningless; rerun with the shipped model for the report")
     else:
+        from fer_study.models import load_model  # registers the package's custom layers
+
         path = Path(model) if model else export.DEFAULT_TFLITE_MODEL
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path} (pass --model or --standin)")
@@ -76,11 +77,11 @@ def prepare_model(
                           else path.with_suffix(".keras"))
             net = None
             if keras_path.is_file():  # the Keras twin, for the classifier comparison only
-                net = keras.models.load_model(keras_path, compile=False)
+                net = load_model(keras_path)
             desc["keras_path"] = display_path(keras_path) if net is not None else None
             desc["params"] = int(net.count_params()) if net is not None else None
             return {"deployed": path}, net, desc
-        net = keras.models.load_model(path, compile=False)
+        net = load_model(path)
         desc["params"] = int(net.count_params())
     if data:
         train, _ = export.load_face_splits(data)
