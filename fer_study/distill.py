@@ -41,13 +41,11 @@ def teacher_probabilities(run_dirs: list[str], data: str, tta: str = "flip",
         raise ModelError(f"teacher member(s) not trained yet: {', '.join(missing)}")
     ds = dataset if dataset is not None else load_dataset(data)
     fit = train_val_test(ds, seed=seed)[0]
-    import keras
-
-    import fer_study.models  # noqa: F401  custom layers
+    from fer_study.models import load_model
 
     total = np.zeros((len(fit), 7), np.float64)
     for f in files:
-        model = keras.saving.load_model(f, compile=False)
+        model = load_model(f)
         total += predict_probs(model, fit.images, tta=tta)
     probs = (total / len(files)).astype(np.float32)
     return {"probs": probs, "members": [str(r) for r in run_dirs], "tta": tta,

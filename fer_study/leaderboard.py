@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,8 +113,9 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                       ttas: Sequence[str] = TTA_MODES, progress: bool = True,
                       greedy: bool = False) -> dict:
     """Score runs and ensembles under each TTA mode; select on PublicTest. See module doc."""
-    import keras
     from tqdm.auto import tqdm
+
+    from fer_study.models import load_model
 
     runs = {}
     for d in run_dirs:
@@ -148,10 +150,10 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
 
     probs: dict[tuple[str, str, str], np.ndarray] = {}
     todo = [(n, t, s) for n in runs for t in ttas for s in (SELECT, REPORT)]
-    models: dict[str, keras.Model] = {}
+    models: dict[str, Any] = {}
     for n, t, s in tqdm(todo, desc="predicting", disable=not progress):
         if n not in models:
-            models[n] = keras.saving.load_model(runs[n]["dir"] / "best.keras", compile=False)
+            models[n] = load_model(runs[n]["dir"] / "best.keras")
         probs[(n, t, s)] = predict_probs(models[n], ds.split(s)[0], tta=t)
     cands = [Candidate(n, [n], t, {s: probs[(n, t, s)] for s in (SELECT, REPORT)})
              for n in runs for t in ttas]

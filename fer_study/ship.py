@@ -81,12 +81,12 @@ def _check_run(run: Path, allow_incomplete: bool) -> tuple[dict, dict]:
 
 
 def _member(run: Path, allow_incomplete: bool) -> tuple[Any, dict]:
-    import keras
+    from fer_study.models import load_model
 
     cfg, state = _check_run(run, allow_incomplete)
     # compile=False: no optimizer state; the in-memory model is what gets evaluated, exported
     # and saved, so a checkpoint written meanwhile cannot slip in.
-    net = as_float32(keras.saving.load_model(run / "best.keras", compile=False))
+    net = as_float32(load_model(run / "best.keras"))
     info = {
         "run": run.name, "model": cfg["model"], "command": reproduce_command(cfg),
         "config_file": f"configs/runs/{run.name}.json",
