@@ -185,6 +185,11 @@ def export_tflite(
         model = model_path_or_model
         source = "<in-memory model>"
         name = name or getattr(model, "name", None) or "model"
+    # A run trained under mixed_bfloat16 keeps bf16 layer policies; the converter cannot
+    # lower bf16 convolutions, and deployment wants float32 anyway.
+    from fer_study.models import as_float32
+
+    model = as_float32(model)
     size = model_input_size(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

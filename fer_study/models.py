@@ -389,3 +389,24 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     except Exception as e:  # Keras raises many types for damaged archives
         raise ModelError(f"cannot load Keras model {p} ({type(e).__name__}: {e}); re-create "
                          f"it, or train with --overwrite to start the run afresh") from e
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same network with every layer computing in float32 (a run trained under
+    `mixed_bfloat16` keeps bf16 layer policies; TFLite and the pipeline want float32)."""
+    def fix(obj):
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "DTypePolicy" and \
+                    obj.get("config", {}).get("name") != "float32":
+                return {**obj, "config": {**obj["config"], "name": "float32"}}
+            return {k: fix(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [fix(v) for v in obj]
+        return obj
+
+    policies = {layer.dtype_policy.name for layer in model._flatten_layers()}
+    if policies <= {"float32"}:
+        return model
+    clone = keras.Model.from_config(fix(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone

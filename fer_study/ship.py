@@ -42,31 +42,6 @@ from fer_study.train import reproduce_command
 SELECT, REPORT = "PublicTest", "PrivateTest"
 
 
-def as_float32(model: Any) -> Any:
-    """The same network with every layer computing in float32 (a run trained under
-    `mixed_bfloat16` keeps bf16 layer policies; TFLite and the pipeline want float32)."""
-    import keras
-
-    def fix(obj):
-        if isinstance(obj, dict):
-            if obj.get("class_name") == "DTypePolicy" and \
-                    obj.get("config", {}).get("name") != "float32":
-                return {**obj, "config": {**obj["config"], "name": "float32"}}
-            return {k: fix(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [fix(v) for v in obj]
-        return obj
-
-    policies = {layer.dtype_policy.name for layer in model._flatten_layers()}
-    if policies <= {"float32"}:
-        return model
-    import fer_study.models  # noqa: F401  custom layers
-
-    clone = keras.Model.from_config(fix(model.get_config()))
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def _check_run(run: Path, allow_incomplete: bool) -> tuple[dict, dict]:
     """A run folder's config and state, refused early when it is missing or unfinished."""
     for f in ("config.json", "state.json", "best.keras"):
@@ -81,7 +56,7 @@ def _check_run(run: Path, allow_incomplete: bool) -> tuple[dict, dict]:
 
 
 def _member(run: Path, allow_incomplete: bool) -> tuple[Any, dict]:
-    from fer_study.models import load_model
+    from fer_study.models import as_float32, load_model
 
     cfg, state = _check_run(run, allow_incomplete)
     # compile=False: no optimizer state; the in-memory model is what gets evaluated, exported

@@ -23,9 +23,12 @@ from fer_study.run_options import distribution_settings
 SIZES = {"Training": 64, "PublicTest": 32, "PrivateTest": 32}
 # SGD: Adam's first steps are ~lr * sign(gradient), which turns float round-off in near-zero
 # gradients into lr-sized differences; SGD keeps a tolerance meaningful.
+# float32 pinned: the runs are compared at float32 round-off, which "auto" (bf16 on CPUs with
+# AVX512-BF16 or AMX) would not give.
 BASE = {"model": "mini_xception", "data": "synthetic", "synthetic_sizes": SIZES, "epochs": 2,
         "batch_size": 32, "optimizer": "sgd", "lr": 0.002, "schedule": "constant",
-        "model_kwargs": {"l2": 1e-4}, "tta": "none", "patience": 0, "verbose": 0}
+        "model_kwargs": {"l2": 1e-4}, "tta": "none", "patience": 0, "verbose": 0,
+        "precision": "float32"}
 
 
 # --------------------------------------------------------------------------- child process

@@ -249,6 +249,19 @@ def test_ensemble_with_flip_inside_exports_and_agrees(tmp_path):
     np.testing.assert_allclose(clf.predict(as_model_input(x, 44)), want, atol=1e-4)
 
 
+def test_a_model_trained_under_bf16_exports_as_float32(tmp_path):
+    """`precision="auto"` trains in bf16 on AVX512-BF16/AMX CPUs; the converter cannot lower
+    bf16 convolutions, so the exporter computes in float32 (CI failed here on such a CPU)."""
+    from fer_study.models import build_model
+    from fer_study.precision import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = build_model("vgg_style", width=4, input_size=44)
+    assert model.layers[1].dtype_policy.name == "mixed_bfloat16"
+    report = export_tflite(model, tmp_path, variants=("float32",), check=face_like_images(20))
+    assert report["variants"]["float32"]["top1_agreement"] >= 0.9  # bf16 Keras vs f32 file
+
+
 def test_export_is_inference_mode_for_nested_dropout(tmp_path):
     """EfficientNet-Lite0's drop-connect Dropout sits inside a nested backbone; a SavedModel
     traced without training=False kept its random ops, which TFLite cannot run."""

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fer_study.cli import main
-from fer_study.models import build_model
+from fer_study.models import as_float32, build_model
 from fer_study.precision import dtype_policy
-from fer_study.ship import as_float32, deployable_from_leaderboard, ship
+from fer_study.ship import deployable_from_leaderboard, ship
 from fer_study.train import RunConfig, train
 
 TINY = {"model": "vgg_style", "epochs": 1, "batch_size": 8, "verbose": 0, "patience": 0,
