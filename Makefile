@@ -57,9 +57,12 @@ runs: setup
 	$(BIN)/python -m fer_study runs $(NAMES)
 
 # Score every committed run and the PublicTest-chosen ensembles (configs/leaderboard.json),
-# then ship the leaderboard's deployable pick as the package's default model.
+# the ablation table and the bf16/float32 parity runs (runs not trained yet are listed);
+# `make ship` then ships the leaderboard's deployable pick as the package's default model.
 leaderboard: setup
 	$(BIN)/python -m fer_study leaderboard --spec configs/leaderboard.json
+	$(BIN)/python -m fer_study leaderboard --spec configs/leaderboard_ablation.json
+	$(BIN)/python -m fer_study leaderboard --spec configs/leaderboard_precision.json
 
 ship: setup
 	$(BIN)/python -m fer_study ship --from-leaderboard reports/results/best_models.json --data data/fer2013.csv

@@ -98,6 +98,7 @@ def pretrained_vs_scratch(rows: Sequence[Mapping], sel: str = "PublicTest",
             row[f"{split} acc scratch"] = b
             row[f"{split} difference (points)"] = (round(100 * (a - b), 2)
                                                   if a is not None and b is not None else None)
+        row["verdict"] = _pretraining_verdict(r, twin, rep)
         row["epochs (pretrained / scratch)"] = f"{fmt(r.get('epochs'))} / {fmt(twin.get('epochs'))}"
         row["train time (s) (pretrained / scratch)"] = (f"{fmt(r.get('train time (s)'))} / "
                                                         f"{fmt(twin.get('train time (s)'))}")
@@ -105,6 +106,41 @@ def pretrained_vs_scratch(rows: Sequence[Mapping], sel: str = "PublicTest",
     return out
 
 
+LEARNED_MACRO_F1 = 0.10  # one class for every face scores ~0.06 on FER2013's test splits
+
+
+def _pretraining_verdict(pre: Mapping, scratch: Mapping, rep: str) -> str:
+    """What the pair measures. A twin that answers (nearly) one class for every face did not
+    train: its gap to the pretrained model measures that failure, not pretraining."""
+    a, b = pre.get(f"{rep} acc"), scratch.get(f"{rep} acc")
+    fa, fb = pre.get(f"{rep} macro-F1"), scratch.get(f"{rep} macro-F1")
+    if a is None or b is None:
+        return "not measured: one arm did not run"
+    if fb is not None and fb < LEARNED_MACRO_F1:
+        return (f"not measured: the scratch twin did not learn (macro-F1 {fb:.3f}, about one "
+                "class for every face); no pretraining gain is claimed")
+    if fa is not None and fa < LEARNED_MACRO_F1:
+        return f"not measured: the pretrained model did not learn (macro-F1 {fa:.3f})"
+    d = 100 * (a - b)
+    if abs(d) < 1.5:  # ~2 SE of one FER2013 test split's accuracy: within seed noise
+        return f"a tie ({d:+.1f} points; one seed each)"
+    return (f"pretraining {'helped' if d > 0 else 'hurt'} by {abs(d):.1f} points under this "
+            "budget (one seed each)")
+
+
 def chance_and_human() -> dict:
     return {"chance": CHANCE_ACCURACY, "human": HUMAN_ACCURACY, "human_source": HUMAN_SOURCE,
             "classes": list(EMOTIONS)}
+
+
+def committed_run_result(run_dir: str, metrics: Mapping) -> dict:
+    """A committed run (`configs/runs`, `make runs`) shaped like a training notebook's
+    results, so notebooks 02 and 04 show it beside the study's own runs. Its row is named
+    for the run folder: several committed runs share a model."""
+    name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    return {"status": "ok", "model": name, "run_dir": run_dir, "committed": True,
+            "summary": {**run_summary(dict(metrics)), "model": name},
+            "methods": {**methods_row(dict(metrics)), "model": name},
+            "protocol": metrics["protocol"], "metrics": metrics["splits"],
+            "config": metrics["config"], "data": metrics["data"],
+            "command": f"make runs NAMES={name}"}

@@ -27,9 +27,10 @@ import numpy as np
 from fer_study.data import Dataset, load_dataset
 from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
+from fer_study.labels import IMAGE_SIZE
 from fer_study.provenance import stamp, write_json
 from fer_study.report import split_names
-from fer_study.stats import bootstrap_ci, mcnemar, verdict
+from fer_study.stats import bootstrap_ci, mcnemar, paired_bootstrap, verdict
 from fer_study.train import reproduce_command
 
 SELECT, REPORT = "PublicTest", "PrivateTest"
@@ -111,7 +112,7 @@ def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray) -> list
 def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                       ensembles: Mapping[str, Sequence[str]] | None = None,
                       ttas: Sequence[str] = TTA_MODES, progress: bool = True,
-                      greedy: bool = False) -> dict:
+                      greedy: bool = False, reference: str | None = None) -> dict:
     """Score runs and ensembles under each TTA mode; select on PublicTest. See module doc."""
     from tqdm.auto import tqdm
 
@@ -148,15 +149,24 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
         if name in runs:
             raise ConfigError(f"ensemble name {name!r} is also a run name")
 
+    def views(n: str) -> list[str]:
+        # Ten-crop is flip for a model that sees the whole 48 px face (no crops to take).
+        full = runs[n]["config"].get("input_size", IMAGE_SIZE) >= IMAGE_SIZE
+        return [t for t in ttas if not (full and t == "tencrop" and "flip" in ttas)]
+
     probs: dict[tuple[str, str, str], np.ndarray] = {}
-    todo = [(n, t, s) for n in runs for t in ttas for s in (SELECT, REPORT)]
+    todo = [(n, t, s) for n in runs for t in views(n) for s in (SELECT, REPORT)]
     models: dict[str, Any] = {}
     for n, t, s in tqdm(todo, desc="predicting", disable=not progress):
         if n not in models:
             models[n] = load_model(runs[n]["dir"] / "best.keras")
         probs[(n, t, s)] = predict_probs(models[n], ds.split(s)[0], tta=t)
+    for n in runs:  # a full-size model's ten-crop candidate is its flip one, scored once
+        for t in set(ttas) - set(views(n)):
+            for s in (SELECT, REPORT):
+                probs[(n, t, s)] = probs[(n, "flip", s)]
     cands = [Candidate(n, [n], t, {s: probs[(n, t, s)] for s in (SELECT, REPORT)})
-             for n in runs for t in ttas]
+             for n in runs for t in views(n)]
     for name, members in ensembles.items():
         for t in ttas:
             cands.append(Candidate(name, list(members), t, {
@@ -215,7 +225,11 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                           **{f"{s} acc mean": statistics.mean(a) for s, a in accs.items()},
                           **{f"{s} acc sd": statistics.stdev(a) for s, a in accs.items()}})
 
+    ref_tests = _reference_tests(reference, cands, ds) if reference else []
     best_row = next(r for r in rows if r["model"].endswith("(selected)"))
+    # The best single network (any TTA): what notebooks 05-07 analyse as "the selected model"
+    # (an ensemble has no one Grad-CAM or TFLite file).
+    one = max((c for c in cands if len(c.runs) == 1), key=rank)
     return {
         "title": TITLE,
         "status": "ok",
@@ -223,6 +237,8 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                      f"{REPORT} is reported, never used to choose",
         "selected": best.name, "selected_tta": best.tta,
         "selected_runs": best.runs,
+        "best_single": {"run": one.name, "tta": one.tta, "run_dir": str(runs[one.name]["dir"]),
+                        f"{SELECT.lower()}_accuracy": rank(one)[0]},
         f"selected_{SELECT.lower()}_accuracy": best_row[f"{SELECT} acc"],
         f"selected_{REPORT.lower()}_accuracy": best_row[f"{REPORT} acc"],
         f"selected_{REPORT.lower()}_macro_f1": best_row[f"{REPORT} macro-F1"],
@@ -236,6 +252,7 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
             + " ".join(str(runs[r]["dir"]) for r in deploy.runs) + " --data DATA"
             + (" --flip" if deploy.tta == "flip" else "")},
         f"{REPORT}_paired_tests": pairs,
+        "reference": reference, "reference_tests": ref_tests,
         "summary_table": rows,
         "seed_table": seeds,
         "runs": {n: {"run_dir": str(r["dir"]), "config": r["config"],
@@ -250,6 +267,35 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
         "data": ds.provenance(),
         **stamp(),
     }
+
+
+def _reference_tests(reference: str, cands: Sequence[Candidate], ds: Dataset) -> list[dict]:
+    """An ablation table: every single run and TTA mode against the reference run without
+    TTA, on the same faces: accuracy differences with a paired bootstrap interval (both
+    splits) and McNemar's test on PrivateTest."""
+    base = next((c for c in cands if c.runs == [reference] and c.tta == "none"), None)
+    if base is None:
+        raise ConfigError(f"reference run {reference!r} is not among the runs, or 'none' is "
+                          "not among the TTA modes")
+    out = []
+    for c in cands:
+        if len(c.runs) != 1:
+            continue
+        row: dict[str, Any] = {"run": c.name, "TTA": c.tta}
+        for s in (SELECT, REPORT):
+            y = ds.split(s)[1]
+            a, b = c.probs[s].argmax(1), base.probs[s].argmax(1)
+            d = paired_bootstrap(y, a, b, n_boot=500)
+            row[f"{s} acc"] = float((a == y).mean())
+            row[f"{s} diff vs reference (points)"] = round(100 * d["difference"], 2)
+            row[f"{s} diff 95% CI"] = [round(100 * d["low"], 2), round(100 * d["high"], 2)]
+        if c is not base:
+            t = mcnemar(ds.split(REPORT)[1], c.probs[REPORT].argmax(1),
+                        base.probs[REPORT].argmax(1))
+            row[f"{REPORT} McNemar p"] = t["p_value"]
+            row["verdict"] = verdict(t["p_value"])
+        out.append(row)
+    return out
 
 
 def _fit_accuracies(metrics: Mapping) -> dict:
@@ -273,14 +319,48 @@ def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+SPEC_KEYS = {"data", "runs", "study_runs", "ensembles", "greedy", "tta", "output", "comment",
+             "reference"}
+
+
 def read_spec(path: str | Path) -> dict:
-    """A committed leaderboard spec: {"data", "runs", "ensembles", "greedy", "output"}."""
+    """A committed leaderboard spec: {"data", "runs", "study_runs", "ensembles", "greedy",
+    "tta", "output"}. `runs` are the committed run configs' folders (`make runs`);
+    `study_runs` the folders the real-data study's notebooks train (`make study PROFILE=cpu`).
+    """
     spec = json.loads(Path(path).read_text())
-    unknown = set(spec) - {"data", "runs", "ensembles", "greedy", "tta", "output", "comment"}
+    unknown = set(spec) - SPEC_KEYS
     if unknown or "runs" not in spec or "data" not in spec:
         raise ConfigError(f"{path}: a leaderboard spec needs 'data' and 'runs' and may have "
-                         f"'ensembles', 'greedy', 'tta', 'output'; unknown: {sorted(unknown)}")
+                         f"{sorted(SPEC_KEYS - {'data', 'runs'})}; unknown: {sorted(unknown)}")
     return spec
+
+
+def leaderboard_from_spec(spec: str | Path | Mapping, data: str | Dataset | None = None,
+                          extra_runs: Sequence[str | Path] = (), progress: bool = True) -> dict:
+    """The leaderboard of a spec: its finished runs and study runs plus `extra_runs`
+    (deduplicated). Runs not finished yet are listed under `runs_not_finished`, not scored.
+    Notebook 04 and `make leaderboard` both come here, so they rank the same candidates."""
+    spec = read_spec(spec) if not isinstance(spec, Mapping) else spec
+    listed = [*spec["runs"], *spec.get("study_runs", [])]
+    listed += [str(r) for r in extra_runs
+               if Path(r).resolve() not in {Path(x).resolve() for x in listed}]
+    runs = [r for r in listed if (Path(r) / "metrics.json").is_file()]
+    missing = [r for r in listed if r not in runs]
+    if missing and progress:
+        print(f"not finished yet, left out: {', '.join(missing)}")
+    done = {Path(r).name for r in runs}
+    ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()
+                 if all(Path(m).name in done for m in v)}
+    res = build_leaderboard(runs, data if data is not None else spec["data"], ensembles,
+                            ttas=spec.get("tta") or TTA_MODES,
+                            greedy=spec.get("greedy", False), progress=progress,
+                            reference=spec.get("reference") if spec.get("reference") in done
+                            else None)
+    res["runs_not_finished"] = [
+        {"run": r, "command": f"make runs NAMES={Path(r).name}" if r in spec["runs"]
+         else "make study PROFILE=cpu DATA=" + str(spec["data"])} for r in missing]
+    return res
 
 
 def _cmd(args) -> int:
@@ -288,25 +368,20 @@ def _cmd(args) -> int:
         if args.runs:
             raise ConfigError("give run folders or --spec, not both")
         spec = read_spec(args.spec)
-        data = args.data or spec["data"]
-        # Runs of the spec that `make runs` has not finished yet are listed, not scored.
-        runs = [r for r in spec["runs"] if (Path(r) / "metrics.json").is_file()]
-        missing = [r for r in spec["runs"] if r not in runs]
-        if missing:
-            print(f"not finished yet, left out: {', '.join(missing)} (make runs)")
-        done = {Path(r).name for r in runs}
-        ensembles = {k: [Path(m).name for m in v] for k, v in spec.get("ensembles", {}).items()
-                     if all(Path(m).name in done for m in v)}
-        ttas, greedy = spec.get("tta") or TTA_MODES, spec.get("greedy", False)
+        listed = [*spec["runs"], *spec.get("study_runs", [])]
+        if not any((Path(r) / "metrics.json").is_file() for r in listed):
+            print(f"{args.spec}: no run has finished yet, nothing to score (make runs NAMES="
+                  + " ".join(Path(r).name for r in spec["runs"]) + ")")
+            return 0
+        res = leaderboard_from_spec(spec, args.data)
         output = args.output or spec.get("output", DEFAULT_OUTPUT)
     else:
         if not args.runs or not args.data:
             raise ConfigError("give run folders and --data, or --spec")
-        runs, data, greedy, missing = args.runs, args.data, args.greedy, []
-        ensembles, ttas = _parse_ensembles(args.ensemble), args.tta or TTA_MODES
+        res = build_leaderboard(args.runs, args.data, _parse_ensembles(args.ensemble),
+                                ttas=args.tta or TTA_MODES, greedy=args.greedy)
+        res["runs_not_finished"] = []
         output = args.output or DEFAULT_OUTPUT
-    res = build_leaderboard(runs, data, ensembles, ttas=ttas, greedy=greedy)
-    res["runs_not_finished"] = missing
     res["command"] = "python -m fer_study leaderboard " + " ".join(sys.argv[2:]) \
         if sys.argv[1:2] == ["leaderboard"] else None
     path = write_json(output, res)

@@ -246,10 +246,14 @@ def _efficientnet_backbone(size: int, weights: str | None):
 
 def transfer_model(backbone: str, input_size: int = IMAGE_SIZE, backbone_size: int = 96,
                    weights: str | None = "imagenet", dropout: float = 0.3,
-                   head_units: int = 256) -> keras.Model:
+                   head_units: int = 256, bn_momentum: float | None = None) -> keras.Model:
     """48x48 grey faces -> resize -> RGB -> backbone normalisation -> pretrained backbone ->
     pooled features -> small dense head. `weights`: the backbone's pretrained set
-    ('imagenet' / 'vggface'), None for random initialisation, or a weights file path."""
+    ('imagenet' / 'vggface'), None for random initialisation, or a weights file path.
+    `bn_momentum` overrides the backbone's BatchNorm momentum (a randomly initialised
+    backbone's statistics move fast; 0.99 lags them by ~100 steps)."""
+    if bn_momentum is not None and not 0 < bn_momentum < 1:
+        raise ConfigError(f"bn_momentum must be in (0, 1), got {bn_momentum!r}")
     mode = {"vgg16": "caffe", "resnet50": "caffe", "mobilenetv2": "tf",
             "vggface_vgg16": "vggface1", "vggface_resnet50": "vggface2",
             "vggface_senet50": "vggface2", "efficientnet_lite0": "efficientnet_lite"}[backbone]
@@ -260,6 +264,10 @@ def transfer_model(backbone: str, input_size: int = IMAGE_SIZE, backbone_size: i
     else:
         base = _imagenet_backbone(backbone, backbone_size, weights)
     base.name = "backbone"
+    if bn_momentum is not None:
+        for layer in base._flatten_layers():
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = bn_momentum
     inp = keras.Input((input_size, input_size, 1), name="image")
     x = inp
     if backbone_size != input_size:
@@ -330,7 +338,8 @@ def _scratch_variant(backbone: str, size: int, desc: str) -> ModelSpec:
         m.name = f"{backbone}_scratch"
         return m
 
-    return ModelSpec(f"{backbone}_scratch", build, "scratch", desc, {"backbone_size": size})
+    return ModelSpec(f"{backbone}_scratch", build, "scratch", desc,
+                     {"backbone_size": size, "bn_momentum": 0.9})
 
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [

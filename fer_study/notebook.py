@@ -176,10 +176,11 @@ class StudyNotebook:
         return run_dir, model
 
     def write_run(self, model: str, run_dir: str | os.PathLike, metrics: Mapping,
-                  rows: list[dict]) -> Path:
+                  rows: list[dict], extra: Mapping | None = None) -> Path:
         """The results of a training notebook (02, 03): its summary and methods rows, the
-        metrics table `rows` (:func:`metrics_rows`) and every metric of the run."""
-        return self.write({"model": model, "run_dir": str(run_dir),
+        metrics table `rows` (:func:`metrics_rows`) and every metric of the run (and
+        `extra` keys, e.g. 02's committed runs)."""
+        return self.write({**(extra or {}), "model": model, "run_dir": str(run_dir),
                            "summary": run_summary(metrics), "methods": methods_row(metrics),
                            "protocol": metrics["protocol"], "metrics_table": rows,
                            "metrics": metrics["splits"], "config": metrics["config"],
@@ -312,3 +313,56 @@ def fer_package_reference(reports_dir: str | os.PathLike, search_repo: bool = Tr
                     "file": repo_relative(path)}
     return {"value": None, "clean_accuracy": None, "file": None,
             "source": f"not measured here: run `{FER_ROBUSTNESS_COMMAND}`"}
+
+
+def committed_runs(spec: str | os.PathLike | None, data_sha256: str | None
+                   ) -> tuple[dict[str, dict], list[dict]]:
+    """The committed runs of a leaderboard spec (configs/leaderboard.json) that have
+    finished on the same data as this study, shaped like training-notebook results
+    (:func:`fer_study.comparison.committed_run_result`), and those still to train, each with
+    the command that trains it. No spec (the demo profile): nothing."""
+    if not spec:
+        return {}, []
+    from fer_study.comparison import committed_run_result
+    from fer_study.leaderboard import read_spec
+
+    done, todo = {}, []
+    for run in read_spec(project_path(spec))["runs"]:
+        f = project_path(run) / "metrics.json"
+        name = Path(run).name
+        if not f.is_file():
+            todo.append({"run": run, "command": f"make runs NAMES={name}"})
+            continue
+        metrics = json.loads(f.read_text())
+        sha = (metrics.get("data") or {}).get("sha256")
+        if data_sha256 and sha and sha != data_sha256:
+            todo.append({"run": run, "command": f"make runs NAMES={name}",
+                         "reason": "trained on other data than this study"})
+            continue
+        done[name] = committed_run_result(run, metrics)
+    return done, todo
+
+
+def study_leaderboard(ds: Any, study_runs: list[str], spec: str | os.PathLike | None,
+                      reports_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """The study's one ranking (:mod:`fer_study.leaderboard`): the study's own runs, plus on
+    real data the runs of the committed spec. With a spec the result is also written where
+    the report and README read it (``<reports_dir>/results/best_models.json``, the spec's
+    output when reports_dir is reports/), so notebook, report and README cannot disagree."""
+    from fer_study.leaderboard import build_leaderboard, leaderboard_from_spec, read_spec
+
+    if spec:
+        conf = read_spec(project_path(spec))
+        res = leaderboard_from_spec(conf, data=ds, extra_runs=study_runs, progress=progress)
+        out = Path(reports_dir) / "results" / Path(conf.get("output") or
+                                                    "best_models.json").name
+        res["spec"] = str(spec)
+        res["command"] = f"python -m fer_study leaderboard --spec {spec} (notebook 04)"
+        write_json(project_path(out), res)
+        print(f"wrote {out}")
+    elif study_runs:
+        res = build_leaderboard(study_runs, ds, greedy=True, progress=progress)
+        res["runs_not_finished"], res["command"] = [], None
+    else:
+        return {}
+    return res

@@ -4,6 +4,7 @@ inline by Jupyter, saved by ``StudyNotebook.savefig``); none of them saves or sh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -217,6 +218,33 @@ def learning_curves(history, title: str | None = None, selection: str = "PublicT
     handles, labels = axes[1].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     axes[1].legend(uniq.values(), uniq.keys(), fontsize=8)
+    _title(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def runs_learning_curves(histories: Mapping[str, Any], selection: str = "PublicTest",
+                         title: str | None = None) -> plt.Figure:
+    """Several runs on one figure: selection accuracy (left) and training loss (right) per
+    epoch. `histories`: {run name: history.csv rows (list of dicts or a DataFrame)}."""
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, rows in histories.items():
+        h = pd.DataFrame(rows)
+        if h.empty:
+            continue
+        e = h["epoch"].astype(int).to_numpy()
+        axes[0].plot(e, h["val_accuracy"].astype(float), lw=1.4, label=name)
+        axes[1].plot(e, h["loss"].astype(float), lw=1.4, label=name)
+    axes[0].axhline(CHANCE_ACCURACY, ls="--", c="grey", lw=0.8, label="chance")
+    axes[0].set_title(f"{selection} accuracy (selection)")
+    axes[1].set_title("training loss (augmented, smoothed labels where used)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
     _title(fig, title)
     fig.tight_layout()
     return fig

@@ -9,7 +9,7 @@ import pytest
 
 from fer_study.cli import main
 from fer_study.data import load_synthetic
-from fer_study.errors import ModelError
+from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import predict_probs
 from fer_study.leaderboard import SELECT, build_leaderboard, recipe_key
 from fer_study.train import RunConfig, reproduce_command, train
@@ -136,9 +136,48 @@ def test_spec_file_drives_the_cli_with_intervals_and_paired_tests(two_seeds, tmp
         lo, hi = row["PrivateTest acc 95% CI"]
         assert lo <= row["PrivateTest acc"] <= hi and hi - lo > 0
     assert res["command"] is None or "--spec" in res["command"]
-    assert res["runs_not_finished"] == [str(tmp_path / "later")]  # listed, not scored
+    assert res["runs_not_finished"] == [  # listed with the command that trains it, not scored
+        {"run": str(tmp_path / "later"), "command": "make runs NAMES=later"}]
     assert set(res["runs"]) == {"s0", "s1"}
     for t in res["PrivateTest_paired_tests"]:
         assert 0.0 <= t["p_value"] <= 1.0 and t["verdict"]
     spec.write_text(json.dumps({"runs": []}))
     assert main(["leaderboard", "--spec", str(spec)]) == 2
+
+
+def test_study_runs_and_extra_runs_join_the_spec_once(two_seeds, tmp_path):
+    """Notebook 04 passes its own runs; those the spec already lists are not scored twice,
+    and a study run that has not been trained names the study command."""
+    from fer_study.leaderboard import leaderboard_from_spec
+
+    dirs, _ = two_seeds
+    full = tmp_path / "full48"  # sees the whole 48 px face: its ten-crop is its flip
+    train(RunConfig(**{**FAST, "input_size": 48}, run_dir=str(full)))
+    spec = {"data": "synthetic", "runs": [str(dirs[0])],
+            "study_runs": [str(dirs[1]), str(tmp_path / "cpu" / "baseline_cnn")],
+            "tta": ["none", "flip", "tencrop"]}
+    res = leaderboard_from_spec(spec, extra_runs=[dirs[1], dirs[0], full], progress=False)
+    assert set(res["runs"]) == {"s0", "s1", "full48"}
+    assert [r["command"] for r in res["runs_not_finished"]] == [
+        "make study PROFILE=cpu DATA=synthetic"]
+    scored = {(r["model"].split(" ")[0], r["TTA"]) for r in res["summary_table"]}
+    assert {("s0", "tencrop"), ("full48", "none"), ("full48", "flip")} <= scored
+    assert ("full48", "tencrop") not in scored
+
+
+def test_reference_tests_compare_every_run_with_the_reference(two_seeds):
+    """The ablation table: each run and TTA mode minus the reference without TTA, paired."""
+    dirs, ds = two_seeds
+    res = build_leaderboard(dirs, ds, ttas=("none", "flip"), progress=False, reference="s0")
+    rows = {(r["run"], r["TTA"]): r for r in res["reference_tests"]}
+    assert set(rows) == {("s0", "none"), ("s0", "flip"), ("s1", "none"), ("s1", "flip")}
+    assert rows[("s0", "none")]["PrivateTest diff vs reference (points)"] == 0.0
+    assert "verdict" not in rows[("s0", "none")]
+    r = rows[("s1", "none")]
+    assert r["PrivateTest diff vs reference (points)"] == pytest.approx(
+        100 * (r["PrivateTest acc"] - rows[("s0", "none")]["PrivateTest acc"]), abs=0.01)
+    lo, hi = r["PrivateTest diff 95% CI"]
+    assert lo <= r["PrivateTest diff vs reference (points)"] <= hi
+    assert 0 <= r["PrivateTest McNemar p"] <= 1
+    with pytest.raises(ConfigError, match="reference run"):
+        build_leaderboard(dirs, ds, ttas=("flip",), progress=False, reference="s0")

@@ -127,3 +127,22 @@ def test_deployment_model_is_the_mean_over_members_and_mirrors(tmp_path):
         deployment_model([a, models.mini_xception(48, filters=(8, 16))])
     with pytest.raises(ValueError, match="at least one"):
         deployment_model([])
+
+
+def test_scratch_twin_batchnorm_follows_its_fast_moving_statistics():
+    """A randomly initialised backbone's activations move fast: momentum 0.9, not 0.99,
+    keeps inference-time BatchNorm statistics close to them (the pretrained model keeps its
+    own 0.99)."""
+    import keras
+
+    from fer_study.errors import ConfigError
+    from fer_study.models import build_model, transfer_model
+
+    def momenta(m):
+        return {layer.momentum for layer in m.get_layer("backbone")._flatten_layers()
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert momenta(build_model("efficientnet_lite0_scratch", backbone_size=32)) == {0.9}
+    assert momenta(build_model("efficientnet_lite0", backbone_size=32, weights=None)) == {0.99}
+    with pytest.raises(ConfigError, match="bn_momentum"):
+        transfer_model("efficientnet_lite0", backbone_size=32, weights=None, bn_momentum=1.5)
