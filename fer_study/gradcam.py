@@ -5,10 +5,18 @@ gives one weight per channel, alpha_c = mean over (h, w) of d score / d A_c; the
 ReLU(sum_c alpha_c A_c), upsampled to the image and divided by its maximum, so every heatmap
 lies in [0, 1] and 0 means "no positive evidence".
 
-* The feature layer is found automatically: the last convolution with a 4-D output and more
-  than one spatial position, searched inside nested backbones too (transfer models call their
-  backbone as one layer). A functional sub-model outputs the feature map, the input of the
-  softmax layer and the probabilities in one forward pass.
+* The feature layer is found automatically (:func:`find_feature_layer`): the *activation* of
+  the last convolution with more than one spatial position, i.e. the conv followed by the
+  BatchNorm / ReLU / residual Add layers that act on its map pixel by pixel (vgg_style's last
+  block is conv -> BN -> ReLU; the raw conv output's class gradients can cancel to an
+  all-zero map). Nested backbones are searched too (transfer models call their backbone as
+  one layer). A functional sub-model outputs the feature map, the input of the softmax layer
+  and the probabilities in one forward pass.
+* A deployment model (:func:`fer_study.models.deployment_model`: members, each on the image
+  and, with flip TTA, on its mirror image, probabilities averaged) is explained view by view
+  (:func:`deployment_views`): each member's map on each view, mirror views flipped back, all
+  averaged, for the class the deployment model predicts. Its maps are therefore exactly
+  mirror-symmetric in the way its predictions are: map(flip x) = flip(map(x)).
 * The score is the class *logit* (the input of the softmax) where it can be recovered (an
   ``Activation("softmax")`` or a softmax ``Dense`` output layer), as in the paper; gradients of
   saturated probabilities are close to zero and give noisy maps.
@@ -21,17 +29,20 @@ lies in [0, 1] and 0 means "no positive evidence".
 Images follow the project contract: uint8 (N, H, W) faces; models smaller than the image see
 the centre crop (:mod:`fer_study.model_input`) and the heatmap is placed
 back into the full frame, zero outside the crop, so face regions keep their coordinates.
+
+What is in the maps and whether they are faithful to the model (a deletion test against a
+uniform map): :mod:`fer_study.gradcam_analysis`; their figures: :mod:`fer_study.gradcam_plots`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
-from fer_study.labels import EMOTIONS, FACE_REGIONS, NUM_CLASSES
+from fer_study.labels import NUM_CLASSES
 from fer_study.model_input import center_crop
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
@@ -78,9 +89,78 @@ def find_last_conv(model: keras.Model) -> list[str]:
                      f"Grad-CAM needs one")
 
 
+# Layers that act on a feature map pixel by pixel (keeping its grid): a conv's activation is
+# the output of the chain of these that follows it.
+_POINTWISE = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
+              keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.ELU, keras.layers.Add)
+
+
+def _consumers(scope: keras.Model, layer) -> list:
+    """The layers of `scope` that take `layer`'s output as an input (in scope's graph)."""
+    out = []
+    for other in scope.layers:
+        for node in getattr(other, "_inbound_nodes", []):
+            sources = [getattr(t, "_keras_history", None) for t in node.input_tensors]
+            if any(h is not None and h.operation is layer for h in sources):
+                out.append(other)
+                break
+    return out
+
+
+def find_feature_layer(model: keras.Model) -> list[str]:
+    """Name path to the map Grad-CAM explains: the activation of the last spatial conv.
+
+    From :func:`find_last_conv`'s layer, follow its only consumer while that is pointwise
+    (BatchNorm, activation, residual Add) on the same grid: vgg_style gives its last block's
+    ReLU, ``["activation_7"]``; a conv with a built-in activation (or followed by pooling)
+    is its own answer. Raises ValueError if the model has no spatial conv.
+    """
+    path = find_last_conv(model)
+    scope = model
+    for name in path[:-1]:
+        scope = scope.get_layer(name)
+    layer = scope.get_layer(path[-1])
+    grid = _output_shape(layer)[1:3]
+    while True:
+        nxt = _consumers(scope, layer)
+        if len(nxt) != 1 or not isinstance(nxt[0], _POINTWISE) \
+                or tuple(_output_shape(nxt[0])[1:3]) != tuple(grid):
+            return [*path[:-1], layer.name]
+        layer = nxt[0]
+
+
+def deployment_views(model: keras.Model) -> list[tuple[keras.Model, bool]]:
+    """``(member, mirrored)`` per call of a nested classifier (a sub-model with a 7-way
+    output) in `model`, as :func:`fer_study.models.deployment_model` builds them: each member
+    on the image, and with flip TTA also on its mirror image. Empty for a plain classifier
+    or a transfer model (whose nested backbone outputs a feature map, not classes).
+
+    Raises ValueError for a member fed anything else: its map could not be placed back on
+    the image.
+    """
+    from fer_study.models import HorizontalFlip
+
+    views = []
+    for layer in model.layers:
+        shape = _output_shape(layer)
+        if not isinstance(layer, keras.Model) or len(shape) != 2 or shape[-1] != NUM_CLASSES:
+            continue
+        for node in layer._inbound_nodes:
+            src = node.input_tensors[0]._keras_history.operation
+            mirrored = isinstance(src, HorizontalFlip)
+            if mirrored:
+                src = src._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            if not isinstance(src, keras.layers.InputLayer):
+                raise ValueError(f"member {layer.name!r} of {model.name!r} is called on the "
+                                 f"output of {src.name!r}; Grad-CAM explains members called "
+                                 f"on the image or its mirror image only")
+            views.append((layer, mirrored))
+    return views
+
+
 def _resolve_layer(model: keras.Model, layer: str | Sequence[str] | None) -> list[str]:
     if layer is None:
-        return find_last_conv(model)
+        return find_feature_layer(model)
     path = [layer] if isinstance(layer, str) else list(layer)
     scope = model
     for i, name in enumerate(path):
@@ -111,6 +191,10 @@ def _feature_model(model: keras.Model, path: list[str], head=None) -> keras.Mode
     # A nested feature map lives in the inner model's graph, unreachable from the outer
     # inputs: re-trace the outer graph (same layers, same weights) with the nested model
     # replaced by a two-output version of itself, collecting the tensors we need on the way.
+    if len(path) > 1 and len(getattr(model.get_layer(path[0]), "_inbound_nodes", [])) > 1:
+        raise ValueError(f"{path[0]!r} is called more than once in {model.name!r}: its feature "
+                         f"map is not one tensor (a deployment model's members are explained "
+                         f"view by view by GradCAM itself)")
     inner = _feature_model(model.get_layer(path[0]), path[1:]) if len(path) > 1 else None
     found: dict = {}
 
@@ -146,17 +230,23 @@ class GradcamResult:
     heatmaps: np.ndarray  # float32 (N, H, W) in [0, 1], aligned with the input images
     probs: np.ndarray  # float32 (N, 7) model probabilities
     class_idx: np.ndarray  # int64 (N,): the class each map explains
-    layer: list[str]  # name path of the feature layer
+    layer: list[str]  # name path of the feature layer (a deployment model: its first member's)
     score: str  # "logit" or "prob"
-    cams: np.ndarray  # float32 (N, h, w): raw maps at feature-map resolution, unnormalised
+    # float32 (N, h, w): raw maps at feature-map resolution, unnormalised (a deployment model
+    # whose members have different grids: at the model's input resolution)
+    cams: np.ndarray
+    views: list[str] = field(default_factory=list)  # what was averaged: "member/layer[ (mirrored)]"
 
 
 class GradCAM:
     """Grad-CAM for one model; build once, call on batches of uint8 faces.
 
     Args:
-        model: a classifier of the project contract (input (S, S, 1) pixels 0..255).
-        layer: feature layer name or name path (nested); None = last spatial conv layer.
+        model: a classifier of the project contract (input (S, S, 1) pixels 0..255), or a
+            deployment model of such classifiers (:func:`deployment_views`).
+        layer: feature layer name or name path (nested); None = the last spatial conv's
+            activation (:func:`find_feature_layer`). For a deployment model, a layer inside
+            each member.
         score: "logit" (pre-softmax class score, default) or "prob".
     """
 
@@ -166,14 +256,33 @@ class GradCAM:
         if score not in ("logit", "prob"):
             raise ValueError(f"score must be 'logit' or 'prob', got {score!r}")
         self.model = model
-        self.layer = _resolve_layer(model, layer)
         self.input_size = int(model.input_shape[1])
+        self._step = None
+        views = deployment_views(model)
+        if views:
+            # One explainer per member (shared by its views), its layer inside the member.
+            members: dict[str, GradCAM] = {}
+            for member, _ in views:
+                if member.name not in members:
+                    inner = [layer] if isinstance(layer, str) else layer
+                    if inner and inner[0] == member.name:
+                        inner = inner[1:]
+                    members[member.name] = GradCAM(member, inner or None, score)
+            self._views = [(members[m.name], mirrored) for m, mirrored in views]
+            first = self._views[0][0]
+            self.layer = [views[0][0].name, *first.layer]
+            self.score = first.score
+            self.views = [f"{m.name}/{'/'.join(members[m.name].layer)}"
+                          + (" (mirrored)" if mirrored else "") for m, mirrored in views]
+            return
+        self._views = []
+        self.layer = _resolve_layer(model, layer)
+        self.views = ["/".join(self.layer)]
         head = _softmax_head(model) if score == "logit" else None
         self.score = "logit" if head is not None else "prob"
         # With a softmax head the logits are recomputed from its input: one matmul at most.
         self._head = head
         self._sub = _feature_model(model, self.layer, head)
-        self._step = None
 
     def _logits(self, head_in, probs):
         import tensorflow as tf
@@ -209,6 +318,23 @@ class GradCAM:
             self._step = step
         return self._step
 
+    def _batch(self, x: np.ndarray, wanted: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float32 (n, S, S, 1) model inputs -> raw cams, probabilities, explained classes."""
+        if not self._views:
+            cam, p, cls = self._step_fn()(x, wanted)
+            return cam.numpy(), p.numpy(), cls.numpy()
+        probs = np.asarray(self.model(x, training=False), np.float32)
+        cls = np.where(wanted < 0, probs.argmax(axis=1), wanted).astype(np.int64)
+        cams = []
+        for explainer, mirrored in self._views:
+            view = x[:, :, ::-1] if mirrored else x
+            cam = explainer._batch(np.ascontiguousarray(view), cls)[0]
+            cams.append(cam[:, :, ::-1] if mirrored else cam)  # back onto the image
+        if len({c.shape for c in cams}) > 1:  # members with different grids
+            cams = [np.stack([_upsample(m, self.input_size) for m in c]) for c in cams]
+        return np.mean(cams, axis=0), probs, cls
+
     def __call__(self, images: np.ndarray, class_idx: int | np.ndarray | None = None,
                  batch_size: int = 64) -> GradcamResult:
         images = np.asarray(images)
@@ -220,22 +346,21 @@ class GradCAM:
             raise ValueError(f"images ({h}x{w}) are smaller than the model input ({s})")
         wanted = _targets(class_idx, n)
         crops = center_crop(images, s) if (h, w) != (s, s) else images
-        step = self._step_fn()
         cams, probs, targets = [], [], []
         for start in range(0, n, batch_size):
             x = np.asarray(crops[start:start + batch_size], np.float32)[..., None]
-            cam, p, cls = step(x, wanted[start:start + batch_size])
-            cams.append(cam.numpy())
-            probs.append(p.numpy())
-            targets.append(cls.numpy())
+            cam, p, cls = self._batch(x, wanted[start:start + batch_size])
+            cams.append(cam)
+            probs.append(p)
+            targets.append(cls)
         cams_all = np.concatenate(cams).astype(np.float32)
         maps = np.stack([_upsample(c, s) for c in cams_all])
         peak = maps.reshape(n, -1).max(axis=1)
         maps = np.divide(maps, peak[:, None, None], out=np.zeros_like(maps),
                          where=peak[:, None, None] > 0)
         return GradcamResult(_into_frame(maps, h, w), np.concatenate(probs).astype(np.float32),
-                             np.concatenate(targets).astype(np.int64), self.layer, self.score,
-                             cams_all)
+                             np.concatenate(targets).astype(np.int64), list(self.layer),
+                             self.score, cams_all, list(self.views))
 
 
 def _targets(class_idx, n: int) -> np.ndarray:
@@ -334,7 +459,7 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(axis=1) / den, np.nan)
 
 
-# --------------------------------------------------------------------------- analysis
+# --------------------------------------------------------------------------- drawing
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
             cmap: str = "jet") -> np.ndarray:
@@ -346,167 +471,3 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
     # Blend weight grows with the heat, so cold areas keep the face readable.
     a = alpha * np.clip(heatmap, 0.0, 1.0)[..., None] ** 0.5
     return np.round(255 * ((1 - a) * grey + a * colour)).astype(np.uint8)
-
-
-def class_mean_heatmaps(heatmaps: np.ndarray, labels: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean heatmap per class (7, H, W) (zeros where a class is absent) and the counts."""
-    labels = np.asarray(labels)
-    means = np.zeros((NUM_CLASSES, *heatmaps.shape[1:]), np.float32)
-    counts = np.bincount(labels, minlength=NUM_CLASSES)
-    for c in range(NUM_CLASSES):
-        if counts[c]:
-            means[c] = heatmaps[labels == c].mean(axis=0)
-    return means, counts
-
-
-def region_masks(shape: tuple[int, int],
-                 regions: dict[str, tuple[float, float, float, float]] | None = None
-                 ) -> dict[str, np.ndarray]:
-    """Boolean masks of the face regions for an image shape."""
-    h, w = shape
-    out = {}
-    for name, (r0, r1, c0, c1) in (regions or FACE_REGIONS).items():
-        m = np.zeros((h, w), bool)
-        m[round(r0 * h):round(r1 * h), round(c0 * w):round(c1 * w)] = True
-        out[name] = m
-    return out
-
-
-def region_mass(heatmaps: np.ndarray,
-                regions: dict[str, tuple[float, float, float, float]] | None = None
-                ) -> dict[str, np.ndarray]:
-    """Share of each heatmap's total mass per region (N,), plus "other" for the rest."""
-    masks = region_masks(heatmaps.shape[1:], regions)
-    total = heatmaps.reshape(len(heatmaps), -1).sum(axis=1)
-    out = {}
-    for name, m in masks.items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name] = np.where(total > 0, heatmaps[:, m].sum(axis=1) / total, np.nan)
-    out["other"] = 1.0 - sum(out.values())
-    return out
-
-
-def region_table(heatmaps: np.ndarray, labels: np.ndarray, preds: np.ndarray | None = None):
-    """Mean heat-mass share per class in the eye and mouth regions (a DataFrame), with a last
-    row giving each region's share of the image area: what a uniform map would score."""
-    import pandas as pd
-
-    mass = region_mass(heatmaps)
-    rows = []
-    for c, name in enumerate(EMOTIONS):
-        m = np.asarray(labels) == c
-        if not m.any():
-            continue
-        row = {"class": name, "n": int(m.sum())}
-        if preds is not None:
-            row["accuracy"] = float((np.asarray(preds)[m] == c).mean())
-        # All-zero maps (no positive evidence anywhere) have no mass shares: NaN, not 0.
-        row.update({f"{r}_mass": float(np.mean(v[m][np.isfinite(v[m])]))
-                    if np.isfinite(v[m]).any() else float("nan") for r, v in mass.items()})
-        rows.append(row)
-    area = {f"{r}_mass": float(m.mean()) for r, m in region_masks(heatmaps.shape[1:]).items()}
-    area["other_mass"] = 1.0 - sum(area.values())
-    rows.append({"class": "(area share)", "n": None, **area})
-    return pd.DataFrame(rows)
-
-
-def select_examples(labels: np.ndarray, probs: np.ndarray, per_class: int = 2
-                    ) -> dict[int, dict[str, list[int]]]:
-    """Per true class, the indices of its most confident correct and most confident wrong
-    predictions (up to `per_class` each)."""
-    labels = np.asarray(labels)
-    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
-    out: dict[int, dict[str, list[int]]] = {}
-    for c in range(NUM_CLASSES):
-        sel = {}
-        for kind, ok in (("correct", pred == labels), ("wrong", pred != labels)):
-            idx = np.flatnonzero((labels == c) & ok)
-            sel[kind] = idx[np.argsort(-conf[idx], kind="stable")][:per_class].tolist()
-        out[c] = sel
-    return out
-
-
-# --------------------------------------------------------------------------- plots
-
-def plot_class_means(means: np.ndarray, counts: np.ndarray, mean_faces: np.ndarray | None = None,
-                     title: str = "Mean Grad-CAM per true class"):
-    """One panel per class: the mean heatmap over the class's mean face, regions outlined."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, NUM_CLASSES, figsize=(2.0 * NUM_CLASSES, 2.5))
-    for c, ax in enumerate(axes):
-        face = mean_faces[c] if mean_faces is not None else np.full(means.shape[1:], 128.0)
-        ax.imshow(overlay(face, means[c] / max(means[c].max(), 1e-12)))
-        _outline_regions(ax, means.shape[1:])
-        ax.set_title(f"{EMOTIONS[c]} (n={counts[c]})", fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def _outline_regions(ax, shape: tuple[int, int]) -> None:
-    from matplotlib.patches import Rectangle
-
-    h, w = shape
-    for name, (r0, r1, c0, c1) in FACE_REGIONS.items():
-        ax.add_patch(Rectangle((c0 * w - 0.5, r0 * h - 0.5), (c1 - c0) * w, (r1 - r0) * h,
-                               fill=False, lw=0.8, ls="--", ec="white", alpha=0.8))
-        ax.text(c0 * w, r0 * h - 1, name, color="white", fontsize=6, va="bottom")
-
-
-def plot_examples(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray,
-                  probs: np.ndarray, examples: dict[int, dict[str, list[int]]],
-                  per_class: int = 2):
-    """Rows = true classes; columns = `per_class` correct then `per_class` wrong examples,
-    each titled true -> predicted (confidence)."""
-    import matplotlib.pyplot as plt
-
-    cols = 2 * per_class
-    fig, axes = plt.subplots(NUM_CLASSES, cols, figsize=(1.9 * cols, 2.0 * NUM_CLASSES),
-                             squeeze=False)
-    for c in range(NUM_CLASSES):
-        picks = [("correct", i) for i in examples[c]["correct"][:per_class]]
-        picks += [(None, None)] * (per_class - len(picks))
-        picks += [("wrong", i) for i in examples[c]["wrong"][:per_class]]
-        picks += [(None, None)] * (cols - len(picks))
-        for j, (kind, i) in enumerate(picks):
-            ax = axes[c, j]
-            ax.axis("off")
-            if i is None:
-                ax.text(0.5, 0.5, f"no {'correct' if j < per_class else 'wrong'}\nexample",
-                        transform=ax.transAxes, ha="center", va="center", fontsize=7,
-                        color="grey")
-                continue
-            p = int(probs[i].argmax())
-            ax.imshow(overlay(images[i], heatmaps[i]))
-            ax.set_title(f"{EMOTIONS[labels[i]][:3]}->{EMOTIONS[p][:3]} {probs[i, p]:.2f}",
-                         fontsize=8, color="green" if kind == "correct" else "red")
-        axes[c, 0].text(-0.06, 0.5, EMOTIONS[c], transform=axes[c, 0].transAxes, rotation=90,
-                        va="center", ha="right", fontsize=9)
-    fig.suptitle(f"Grad-CAM: {per_class} most confident correct (green) and wrong (red) "
-                 f"per class", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_cross_check(images: np.ndarray, ours: np.ndarray, theirs: np.ndarray,
-                     corr: np.ndarray, n: int = 6):
-    """Our Grad-CAM vs tf-keras-vis on a few faces, with their correlation."""
-    import matplotlib.pyplot as plt
-
-    n = min(n, len(images))
-    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.2), squeeze=False)
-    for j in range(n):
-        axes[0, j].imshow(overlay(images[j], ours[j]))
-        axes[0, j].set_title(f"r = {corr[j]:.3f}", fontsize=9)
-        axes[1, j].imshow(overlay(images[j], theirs[j]))
-        axes[0, j].axis("off")
-        axes[1, j].axis("off")
-    for row, name in enumerate(("fer_study", "tf-keras-vis")):
-        axes[row, 0].text(-0.06, 0.5, name, transform=axes[row, 0].transAxes, rotation=90,
-                          va="center", ha="right")
-    fig.suptitle("Grad-CAM cross-check (top: this package, bottom: tf-keras-vis)", fontsize=10)
-    fig.tight_layout()
-    return fig

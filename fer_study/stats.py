@@ -81,3 +81,18 @@ def mcnemar(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray) -> dic
 
 def verdict(p_value: float, alpha: float = 0.05) -> str:
     return "differ" if p_value < alpha else "tie (no significant difference)"
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> dict:
+    """Percentile bootstrap interval of the mean of per-face values, resampling faces with
+    replacement (as :func:`bootstrap_ci`); for per-face paired differences of two methods,
+    the interval of their paired comparison."""
+    v = np.asarray(values, np.float64)
+    if v.ndim != 1 or len(v) == 0 or not np.isfinite(v).all():
+        raise ValueError(f"values must be a non-empty finite 1-D array, got shape {v.shape}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"value": float(v.mean()), "low": float(lo), "high": float(hi), "level": level,
+            "n_boot": n_boot}

@@ -15,7 +15,8 @@ LAYERS = {
     # 1 core: data, models, training, evaluation and analyses of a model
     **dict.fromkeys(("data", "synthetic", "augment", "models", "vggface", "efficientnet_lite",
                      "torch_checkpoint", "evaluate", "train", "precision", "distill",
-                     "distribute", "tracking", "robustness", "gradcam", "plots",
+                     "distribute", "tracking", "robustness", "gradcam", "gradcam_analysis",
+                     "gradcam_plots", "plots",
                      "demo_video", "stats", "data_effects", "run_options"), 1),
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
     **dict.fromkeys(("results", "markdown", "comparison", "profiles", "plan", "fingerprint",

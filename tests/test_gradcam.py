@@ -1,5 +1,6 @@
-"""Grad-CAM: shape/range, localisation on a model trained where the signal is known, nested
-backbones, centre crops, and agreement with tf-keras-vis."""
+"""Grad-CAM: shape/range, localisation on a model trained where the signal is known, the
+feature layer (a conv's activation), nested backbones, flip-TTA deployment models, centre
+crops, agreement with tf-keras-vis, and the deletion test of faithfulness."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from fer_study import gradcam as G
+from fer_study import gradcam_analysis as A
 from fer_study.labels import NUM_CLASSES
+from fer_study.models import deployment_model, vgg_style
 
 SIDE = 10  # the signal square's side in pixels
 # tf-keras-vis imports zoom from a scipy namespace that scipy deprecates; not our concern.
@@ -163,23 +166,193 @@ def test_prob_score_and_bad_arguments(trained):
 
 def test_analysis_helpers(trained):
     _, xt, yt, _, probs, r = trained
-    mass = G.region_mass(r.heatmaps)
+    mass = A.region_mass(r.heatmaps)
     total = mass["eyes"] + mass["mouth"] + mass["other"]
     np.testing.assert_allclose(total, 1.0, atol=1e-5)
-    table = G.region_table(r.heatmaps, yt, probs.argmax(1))
+    table = A.region_table(r.heatmaps, yt, probs.argmax(1))
     assert list(table["class"]) == ["Angry", "Disgust", "(area share)"]
     assert set(table.columns) >= {"eyes_mass", "mouth_mass", "other_mass", "accuracy"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # all-zero maps: NaN shares, silently
-        zero = G.region_table(np.zeros((2, 48, 48), np.float32), np.array([0, 0]))
+        zero = A.region_table(np.zeros((2, 48, 48), np.float32), np.array([0, 0]))
     assert np.isnan(zero.iloc[0]["eyes_mass"]) and zero.iloc[0]["n"] == 2
-    means, counts = G.class_mean_heatmaps(r.heatmaps, yt)
+    means, counts = A.class_mean_heatmaps(r.heatmaps, yt)
     assert means.shape == (NUM_CLASSES, 48, 48) and counts[:2].tolist() == [20, 20]
     assert not means[2:].any()
     # A wrong prediction must be listed as wrong, with the most confident first.
     fake = np.tile(np.eye(NUM_CLASSES)[[1]], (4, 1)) * 0.9 + 0.1 / NUM_CLASSES
     fake[0, 1] = 0.5
-    ex = G.select_examples(np.array([0, 0, 1, 1]), fake, per_class=1)
+    ex = A.select_examples(np.array([0, 0, 1, 1]), fake, per_class=1)
     assert ex[0] == {"correct": [], "wrong": [1]} and ex[1]["correct"] == [2]
     rgb = G.overlay(xt[0], r.heatmaps[0])
     assert rgb.shape == (48, 48, 3) and rgb.dtype == np.uint8
+
+
+# --------------------------------------------------------------------------- feature layer
+
+def test_vgg_style_is_explained_at_its_last_relu_not_the_raw_conv():
+    model = vgg_style(input_size=24, width=4, blocks=2)
+    conv = G.find_last_conv(model)
+    feature = G.find_feature_layer(model)
+    relu = model.get_layer(feature[0])
+    # conv -> BatchNorm -> ReLU: the map is the ReLU's output, on the conv's grid
+    assert isinstance(relu, keras.layers.Activation) and relu.activation is \
+        keras.activations.relu
+    bn = relu._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    assert isinstance(bn, keras.layers.BatchNormalization)
+    assert bn._inbound_nodes[0].input_tensors[0]._keras_history.operation.name == conv[0]
+    assert G.GradCAM(model).layer == feature  # the default everywhere (notebook, serve)
+
+
+# --------------------------------------------------------------------------- deployment models
+
+def _manual_views(members_views, x, cls):
+    """The deployment map from its definition: each member's cams on each view, mirror views
+    flipped back, averaged, upsampled and scaled to a maximum of 1."""
+    cams = []
+    for member, mirrored in members_views:
+        view = x[:, :, ::-1] if mirrored else x
+        c = G.GradCAM(member)(np.ascontiguousarray(view), cls).cams
+        cams.append(c[:, :, ::-1] if mirrored else c)
+    mean = np.mean(cams, axis=0)
+    maps = np.stack([G._upsample(c, x.shape[1]) for c in mean])
+    return maps / maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+
+
+def test_flip_tta_deployment_model_is_explained_view_by_view(trained):
+    model, xt, _, _, _, _ = trained
+    other = tiny_cnn()  # an untrained second member: a two-member ensemble
+    deploy = deployment_model([model, other], flip=True)
+    views = G.deployment_views(deploy)
+    assert [(m.name, f) for m, f in views] == [
+        ("member0_tiny", False), ("member0_tiny", True),
+        ("member1_tiny", False), ("member1_tiny", True)]
+    x = xt[:8]
+    r = G.GradCAM(deploy)(x)
+    probs = np.asarray(deploy(x[..., None].astype("float32"), training=False))
+    np.testing.assert_allclose(r.probs, probs, atol=1e-6)
+    assert (r.class_idx == probs.argmax(1)).all()  # the deployment model's own decision
+    assert r.layer == ["member0_tiny", "last_conv"] and r.score == "logit"
+    assert r.views[1] == "member0_tiny/last_conv (mirrored)" and len(r.views) == 4
+    np.testing.assert_allclose(r.heatmaps, _manual_views(views, x, r.class_idx), atol=1e-5)
+    # Its prediction is mirror-invariant, so its map must be mirror-equivariant.
+    flipped = G.GradCAM(deploy)(np.ascontiguousarray(x[:, :, ::-1]), r.class_idx)
+    np.testing.assert_allclose(flipped.heatmaps, r.heatmaps[:, :, ::-1], atol=1e-5)
+    # Tracing one nested feature map through a member called twice would mix the views.
+    with pytest.raises(ValueError, match="more than once"):
+        G._feature_model(deploy, ["member0_tiny", "last_conv"])
+    with pytest.raises(ValueError, match="nested"):  # tf-keras-vis cannot reach a member
+        G.gradcam_tfkerasvis(deploy, x, 0)
+
+
+def test_shipped_style_model_vgg_with_flip_and_centre_crop():
+    member = vgg_style(input_size=44, width=4, blocks=2)
+    deploy = deployment_model([member], flip=True)
+    x, _, _ = pattern_data(3, seed=4)
+    r = G.GradCAM(deploy)(x)
+    assert r.heatmaps.shape == (3, 48, 48) and r.layer[1] == G.find_feature_layer(member)[0]
+    assert not r.heatmaps[:, :2].any()  # outside the 44 px centre the model never sees
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+def _square_maps(corners: np.ndarray) -> np.ndarray:
+    maps = np.zeros((len(corners), 48, 48), np.float32)
+    for i, (r0, c0) in enumerate(corners):
+        maps[i, r0:r0 + SIDE, c0:c0 + SIDE] = 1.0
+    return maps
+
+
+def test_deletion_test_finds_a_planted_signal_and_calls_a_random_map_a_tie(trained):
+    model, xt, _, corners, _, r = trained
+    grid = r.cams.shape[1:]
+    signal = A.deletion_test(model, xt, _square_maps(corners), grid=grid)
+    assert signal.drops["Grad-CAM"].shape == (len(xt), len(A.DELETION_FRACTIONS))
+    assert signal.compare("uniform")["verdict"] == "Grad-CAM better than uniform"
+    assert signal.compare("centre prior")["verdict"] == "Grad-CAM better than centre prior"
+    # The model's own Grad-CAM maps point at what it uses, too.
+    own = A.deletion_test(model, xt, r.heatmaps, grid=grid)
+    assert own.compare("uniform")["low"] > 0
+    # A map that knows nothing ties with the uniform one; one that avoids the signal loses.
+    rng = np.random.default_rng(3)
+    noise = np.stack([G._upsample(c, 48) for c in rng.random((len(xt), *grid), np.float32)])
+    random = A.deletion_test(model, xt, noise, grid=grid, seed=2)
+    assert random.compare("uniform")["verdict"].startswith("tie")
+    avoid = A.deletion_test(model, xt, 1 - _square_maps(corners), grid=grid)
+    assert avoid.compare("uniform")["verdict"] == "uniform better than Grad-CAM"
+    # The sentence a notebook prints claims no more than the verdicts.
+    assert "beat a centre prior too" in signal.claim()
+    assert "a tie" in random.claim() and "not shown to be faithful" in random.claim()
+    assert "point away" in avoid.claim()
+    rows = signal.verdict_rows()
+    assert [row["comparison"] for row in rows] == ["Grad-CAM - uniform", "Grad-CAM - centre prior"]
+    assert [row["map"] for row in signal.drop_rows()] == ["Grad-CAM", "uniform", "centre prior"]
+
+
+def test_deletion_test_crops_to_the_model_view_and_checks_arguments():
+    model = tiny_cnn(size=44)
+    x, _, corners = pattern_data(6, seed=6)
+    t = A.deletion_test(model, x, _square_maps(corners), class_idx=2, fractions=(0.1,),
+                        fill="blur", n_boot=50)
+    assert t.drops["uniform"].shape == (6, 1) and (t.class_idx == 2).all()
+    assert np.isfinite(t.base_prob).all() and t.fill == "blur"
+    with pytest.raises(ValueError, match="fill"):
+        A.deletion_test(model, x, _square_maps(corners), fill="zero")
+    with pytest.raises(ValueError, match="fractions"):
+        A.deletion_test(model, x, _square_maps(corners), fractions=(0.0,))
+    with pytest.raises(ValueError, match="same shape"):
+        A.deletion_test(model, x, _square_maps(corners)[:, :44])
+
+
+# --------------------------------------------------------------------------- figures
+
+def test_figures_note_what_they_cannot_show_and_carry_a_colour_bar():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fer_study import gradcam_plots as GP
+
+    def texts(fig) -> str:
+        return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+    means = np.zeros((NUM_CLASSES, 48, 48), np.float32)
+    means[0, 10:20, 10:20] = 0.5
+    counts = np.array([3, 2, 0, 4, 4, 4, 4])  # Disgust: two faces, every map all zero
+    correct = np.array([0, 0, 0, 1, 1, 1, 1])
+    fig = GP.class_means(means, counts, correct=correct)
+    assert "no positive evidence\nfor Disgust" in texts(fig)
+    assert "no Fear faces" in texts(fig)
+    assert "none classified correctly" in texts(fig)  # Angry: drawn, but never right
+    assert fig.axes[-1].get_ylabel().startswith("mean heat")  # the colour bar
+    labels = np.array([0, 0, 1])
+    probs = np.full((3, NUM_CLASSES), 0.1)
+    probs[[0, 1, 2], [0, 3, 3]] = 0.4  # Angry: one right, one wrong; Disgust: one wrong
+    picked = A.select_examples(labels, probs, per_class=2)
+    x = np.full((3, 48, 48), 128, np.uint8)
+    fig = GP.examples(x, np.zeros((3, 48, 48), np.float32), labels, probs, picked)
+    assert "no other correctly classified\nAngry face" in texts(fig)
+    assert "no correctly classified\nDisgust face" in texts(fig)
+    assert fig.axes[-1].get_ylabel().startswith("heat of the predicted class")
+    rng = np.random.default_rng(0)
+    test = A.DeletionTest((0.1, 0.2), "mean", np.zeros(5, np.int64), np.full(5, 0.5),
+                          {"Grad-CAM": rng.random((5, 2)), "uniform": rng.random((5, 2)),
+                           "centre prior": rng.random((5, 2))}, n_boot=50)
+    fig = GP.deletion_curves({"m": test})
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 3 and legend[0].startswith("Grad-CAM: ")
+    matplotlib.pyplot.close("all")
+
+
+def test_region_area_share_is_taken_over_the_model_view():
+    maps = np.ones((2, 48, 48), np.float32)
+    full = A.region_table(maps, np.array([0, 0]))
+    view = A.region_table(maps, np.array([0, 0]), view=44)
+    # a uniform map inside the view scores exactly the view's area shares
+    for band in ("eyes_mass", "mouth_mass"):
+        assert full.iloc[0][band] == pytest.approx(full.iloc[-1][band])
+    inside = np.zeros_like(maps)
+    inside[:, 2:46, 2:46] = 1
+    shares = A.region_table(inside, np.array([0, 0]), view=44)
+    for band in ("eyes_mass", "mouth_mass"):
+        assert shares.iloc[0][band] == pytest.approx(view.iloc[-1][band])
+    assert view.iloc[-1]["eyes_mass"] != pytest.approx(full.iloc[-1]["eyes_mass"])

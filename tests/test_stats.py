@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_study.stats import bootstrap_ci, mcnemar, paired_bootstrap, verdict
+from fer_study.stats import bootstrap_ci, bootstrap_mean_ci, mcnemar, paired_bootstrap, verdict
 
 
 def test_bootstrap_interval_brackets_the_value_and_shrinks_with_n():
@@ -54,3 +54,15 @@ def test_paired_bootstrap_difference_sign():
     d = paired_bootstrap(y, good, bad)
     assert d["low"] > 0 and d["difference"] == pytest.approx(
         (good == y).mean() - (bad == y).mean())
+
+
+def test_bootstrap_mean_interval_matches_the_standard_error():
+    rng = np.random.default_rng(1)
+    v = rng.normal(0.3, 1.0, 2000)
+    ci = bootstrap_mean_ci(v)
+    assert ci["low"] < ci["value"] < ci["high"] and ci["value"] == pytest.approx(v.mean())
+    # ~ the normal approximation: 1.96 * 1 / sqrt(2000) = 0.0438
+    assert (ci["high"] - ci["low"]) / 2 == pytest.approx(0.0438, abs=0.006)
+    assert bootstrap_mean_ci(v, seed=3) != ci  # the resamples follow the seed
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci(np.array([0.1, np.nan]))

@@ -205,15 +205,15 @@ def square_crop(gray: np.ndarray, box: Box, margin: float, size: int) -> np.ndar
 class GradcamExplainer:
     """Grad-CAM of the Keras twin of the served model, built on first use (TensorFlow).
 
-    For an ensemble (members nested as sub-models, like the shipped model) the map is the
-    mean of each member's map at its last convolution, renormalised: the package's default
-    layer search would explain one member only, and a member can have no positive evidence
-    at all for a face (an all-zero map), which would show nothing.
+    A deployment model (members nested as sub-models, each on the face and its mirror image
+    like the shipped model) is explained by :class:`fer_study.gradcam.GradCAM` itself: the
+    mean of every member's map on every view (mirror views flipped back), at the activation
+    of each member's last convolution.
     """
 
     def __init__(self, keras_path: Path | None) -> None:
         self.keras_path = keras_path
-        self._cams: list[Any] = []
+        self._cam: Any = None
         self._lock = threading.Lock()  # one build, and one graph call at a time
 
     @property
@@ -230,45 +230,24 @@ class GradcamExplainer:
                 "(<model>.keras beside the .tflite), which it does not have",
             )
 
-    def _build(self) -> list[Any]:
-        import keras
-
+    def _build(self) -> Any:
         from fer_study.export import load_keras_model
-        from fer_study.gradcam import GradCAM, find_last_conv
+        from fer_study.gradcam import GradCAM
 
-        model = load_keras_model(self.keras_path)
-        paths = []
-        for sub in model.layers:
-            if isinstance(sub, keras.Model):
-                try:
-                    conv = find_last_conv(sub)
-                except ValueError:
-                    continue
-                # A conv followed by BatchNorm + ReLU is explained at its ReLU: the raw conv
-                # output's class gradients can cancel to an all-zero map (vgg_style).
-                names = [layer.name for layer in sub.layers]
-                after = names[names.index(conv[0]) + 1:] if len(conv) == 1 else []
-                relu = [n for n in after if isinstance(sub.get_layer(n), keras.layers.Activation)
-                        and len(sub.get_layer(n).output.shape) == 4]
-                paths.append([sub.name, relu[-1]] if relu else [sub.name, *conv])
-        return [GradCAM(model, layer=p) for p in paths] or [GradCAM(model)]
+        return GradCAM(load_keras_model(self.keras_path))
 
     def heatmaps(self, faces48: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, str, str]:
         """(N, 48, 48) maps in [0, 1] for uint8 48 px faces, the layer(s), the score kind."""
         self.require()
         with self._lock:
-            if not self._cams:
+            if self._cam is None:
                 try:
-                    self._cams = self._build()
+                    self._cam = self._build()
                 except Exception as exc:  # a broken model file is the server's problem
                     raise ApiError(500, "gradcam_failed", f"cannot build Grad-CAM: {exc}") \
                         from exc
-            results = [cam(faces48, class_idx=targets) for cam in self._cams]
-        maps = np.mean([r.heatmaps for r in results], axis=0)
-        peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
-        maps = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
-        layers = " + ".join("/".join(r.layer) for r in results)
-        return maps, layers, results[0].score
+            result = self._cam(faces48, class_idx=targets)
+        return result.heatmaps, " + ".join(result.views), result.score
 
     def explain(self, gray: np.ndarray, faces: list[FaceResult], margin: float) -> list[dict]:
         """One overlay PNG (base64) per face, explaining the class the pipeline reported."""
