@@ -466,3 +466,25 @@ def test_cost_vs_accuracy_is_readable_at_its_range():
     assert not overlaps
     axes_box = ax.get_window_extent(renderer)
     assert all(axes_box.x0 <= b.x0 and b.x1 <= axes_box.x1 for b in boxes)  # none cut off
+
+
+def test_uncommitted_changes_mean_code_not_the_studys_own_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    from fer_study import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "manifest.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    (tmp_path / "reports" / "manifest.json").write_text('{"stage": 1}')  # the runner's own
+    assert provenance.git_commit()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_commit()["dirty"] is True
