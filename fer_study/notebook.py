@@ -169,7 +169,7 @@ class StudyNotebook:
                             self.ds if data is None else data, self.study, self.figures,
                             status)
         print(f"wrote {repo_relative(path)}")
-        return path
+        return Path(repo_relative(path))  # shown as a cell's output: no machine path
 
     def select_model_run(self, model_run: str | os.PathLike | None) -> tuple[Path, str]:
         """The run folder a later notebook analyses (:func:`resolve_model_run`) and its model
