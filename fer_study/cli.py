@@ -44,6 +44,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "leaderboard": ("fer_study.leaderboard", "add_leaderboard_subcommand",
                     "score finished runs and ensembles; select on PublicTest; write the "
                     "best-model JSON"),
+    "data-effects": ("fer_study.data_effects_report", "add_data_effects_subcommand",
+                     "measure leaked test faces, FER+ labels and non-faces on the study's "
+                     "models; write their JSON"),
     "runs": ("fer_study.runs", "add_runs_subcommand",
              "train the committed runs of configs/runs/ (resumable)"),
     "ship": ("fer_study.ship", "add_ship_subcommand",

@@ -6,6 +6,10 @@
   with the FER2013 label.
 - Non-faces: rows FER+ marks as not a face (no image name, or "NF" as the top vote); how many
   per split and how the model does on them.
+
+:func:`data_counts` is the part that needs no model (notebook 01 shows it); :func:`data_effects`
+measures one model's predictions. The command that writes ``results/data_effects.json`` is
+:mod:`fer_study.data_effects_report`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ def leaked_rows(ds: Dataset, split: str = REPORT, fit: str = FIT) -> np.ndarray:
 
     seen = {key(im) for im in ds.images[ds.mask(fit)]}
     return np.array([key(im) in seen for im in ds.images[ds.mask(split)]], dtype=bool)
+
+
+def data_counts(ds: Dataset, votes: FerPlusVotes | None = None, fit: str = FIT) -> dict:
+    """The model-free counts: per test split, how many distinct test images also occur in
+    `fit` (exact pixels); with FER+ votes, how often the FER+ majority agrees with the FER2013
+    label and how many rows FER+ calls non-faces, per split."""
+    tests = [s for s in ds.splits if s != fit]
+    out: dict = {"leaked": {}, "ferplus": None}
+    for s in tests:
+        leak = leaked_rows(ds, s, fit)
+        out["leaked"][s] = {"test_images": int(len(leak)), "also_in_training": int(leak.sum())}
+    if votes is None:
+        return out
+    if len(votes.keep) != len(ds):
+        raise ValueError(f"FER+ rows ({len(votes.keep)}) do not line up with the data "
+                         f"({len(ds)})")
+    named = votes.named if votes.named is not None else np.ones(len(ds), bool)
+    top_nf = votes.top_nf if votes.top_nf is not None else np.zeros(len(ds), bool)
+    agreement, nonfaces = {}, {}
+    for s in ds.splits:
+        m = ds.mask(s)
+        keep = votes.keep[m]
+        agree = int((votes.majority[m][keep] == ds.labels[m][keep]).sum())
+        agreement[s] = {"rows_with_ferplus_label": int(keep.sum()), "agreeing": agree,
+                        "agreement": round(agree / keep.sum(), 4) if keep.any() else None}
+        nonfaces[s] = {"nonfaces": int(votes.nonface[m].sum()),
+                       "no_image_name": int((~named[m]).sum()),
+                       "nf_top_vote": int((named[m] & top_nf[m]).sum())}
+    out["ferplus"] = {"agreement": agreement, "nonfaces": nonfaces}
+    return out
 
 
 def _acc(y: np.ndarray, p: np.ndarray) -> dict:

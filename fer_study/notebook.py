@@ -92,9 +92,15 @@ class StudyNotebook:
         """The study's Dataset (relative paths taken from the repository root)."""
         from fer_study.data import load_dataset
 
-        return load_dataset(data_path(self.data),
-                            ferplus=data_path(self.ferplus) if self.ferplus else None,
-                            synthetic_sizes=self.synthetic_sizes, seed=self.seed)
+        ds = load_dataset(data_path(self.data),
+                          ferplus=data_path(self.ferplus) if self.ferplus else None,
+                          synthetic_sizes=self.synthetic_sizes, seed=self.seed)
+        # provenance names the files as the parameters did (relative to the repository), not
+        # where this machine keeps them: results files and executed notebooks are committed
+        for key, given in (("path", self.data), ("ferplus_path", self.ferplus)):
+            if ds.source.get(key) and given:
+                ds.source[key] = _as_given(given)
+        return ds
 
     def value(self, name: str, given: Any) -> Any:
         """A size or cap parameter: `given` as it is (a positive int, or None for no cap),
@@ -149,7 +155,7 @@ class StudyNotebook:
         rel = f"{FIGURES}/{path.name}"
         if rel not in self.figures:
             self.figures.append(rel)
-        return path
+        return Path(repo_relative(path))  # shown as a cell's output: no machine path
 
     def read(self, stage: str) -> dict | None:
         """Another stage's results in this study, or None when it has not written any."""
@@ -162,8 +168,8 @@ class StudyNotebook:
         path = write_result(self.reports_dir, self.stage, payload,
                             self.ds if data is None else data, self.study, self.figures,
                             status)
-        print(f"wrote {path}")
-        return path
+        print(f"wrote {repo_relative(path)}")
+        return Path(repo_relative(path))  # shown as a cell's output: no machine path
 
     def select_model_run(self, model_run: str | os.PathLike | None) -> tuple[Path, str]:
         """The run folder a later notebook analyses (:func:`resolve_model_run`) and its model
@@ -186,6 +192,12 @@ class StudyNotebook:
                            "metrics": metrics["splits"], "config": metrics["config"],
                            "training_hardware": metrics.get("hardware")},
                           data=metrics["data"])
+
+
+def _as_given(path: str | os.PathLike) -> str:
+    """A data parameter as given when relative (it is taken from the repository root), else
+    relative to the repository when the file lies inside it."""
+    return str(path) if not Path(path).is_absolute() else repo_relative(path)
 
 
 def open_notebook(notebook: str, namespace: Mapping[str, Any], load_data: bool = True

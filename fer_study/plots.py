@@ -8,7 +8,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from fer_study.labels import CHANCE_ACCURACY, EMOTIONS, NUM_CLASSES
 
@@ -365,21 +365,62 @@ def generalisation_gap(rows: Sequence[Mapping], train_key: str, val_key: str,
 def cost_vs_accuracy(rows: Sequence[Mapping], acc_key: str,
                      cost_key: str = "CPU latency (ms/img)",
                      title: str | None = "Accuracy vs CPU latency") -> plt.Figure:
-    ok = [r for r in rows if r.get("status") == "ok" and r.get(cost_key) is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for r in ok:
-        ax.scatter(r[cost_key], r.get(acc_key) or 0, s=30 + 8 * (r.get("size (MB)") or 0) ** 0.5)
-        ax.annotate(r["model"], (r[cost_key], r.get(acc_key) or 0), xytext=(4, 3),
-                    textcoords="offset points", fontsize=8)
+    """Accuracy against cost (log x, marker size ~ model size), readable at any range: the
+    axes fit the points (with room for their labels), ticks are plain numbers at 1-2-5 steps,
+    labels point inwards and are nudged apart vertically so they never overlap."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get(cost_key)
+          and r.get(acc_key) is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if not ok:
+        ax.text(0.5, 0.5, "no finished runs with a cost", ha="center", va="center",
+                transform=ax.transAxes)
+        _title(fig, title)
+        return fig
+    xs = np.array([float(r[cost_key]) for r in ok])
+    ys = np.array([float(r[acc_key]) for r in ok])
+    for r, x, y in zip(ok, xs, ys):
+        ax.scatter(x, y, s=30 + 8 * (r.get("size (MB)") or 0) ** 0.5, zorder=3)
+    # x: log scale padded by a factor on each side (at least a 4x span, so one point or
+    # close ones still sit inside a readable range)
+    lo, hi = xs.min(), xs.max()
+    pad = max((hi / lo) ** 0.12, (4 / (hi / lo)) ** 0.5, 1.15)
     ax.set_xscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlim(lo / pad, hi * pad)
+    decades = np.arange(np.floor(np.log10(lo / pad)), np.ceil(np.log10(hi * pad)) + 1)
+    ticks: list[float] = []
+    for mults in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):  # finer when too few
+        ticks = [m * 10 ** d for d in decades for m in mults
+                 if lo / pad <= m * 10 ** d <= hi * pad]
+        if len(ticks) >= 3:
+            break
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    # labels: towards the centre of the axes, stacked apart when points are close in x
+    span = np.log10(hi * pad) - np.log10(lo / pad)
+    ylo, yhi = ys.min(), ys.max()
+    step = 0.07 * max(yhi - ylo, 0.1)
+    placed: list[tuple[float, float]] = []  # (log10 x, label y)
+    for i in np.argsort(-ys):
+        lx, ly = np.log10(xs[i]), ys[i]
+        while any(abs(lx - px) < 0.35 * span and abs(ly - py) < step for px, py in placed):
+            ly -= step
+        placed.append((lx, ly))
+        right = lx > np.log10(lo / pad) + span / 2
+        name = str(ok[i]["model"])
+        ax.annotate(f"{name}  " if right else f"  {name}", (xs[i], ys[i]),
+                    xytext=(xs[i], ly), fontsize=8, va="center", ha="right" if right else "left",
+                    arrowprops=None if ly == ys[i] else
+                    {"arrowstyle": "-", "lw": 0.5, "color": "grey"})
+    # y: the points and their labels with margins; the chance line only when inside
+    low = min(ylo, min(py for _, py in placed))
+    ax.set_ylim(max(0.0, low - step), min(1.0, yhi + step))
+    if ax.get_ylim()[0] <= CHANCE_ACCURACY <= ax.get_ylim()[1]:
+        ax.axhline(CHANCE_ACCURACY, ls="--", c="grey", lw=0.8, label="chance (1/7)")
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel(f"{cost_key} (log scale)")
     ax.set_ylabel(acc_key)
-    ax.axhline(CHANCE_ACCURACY, ls="--", c="grey", lw=0.8)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="major")
     _title(fig, title)
     fig.tight_layout()
     return fig

@@ -17,11 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> dict:
-    """The repo's HEAD commit and whether the working tree had uncommitted changes."""
+    """The repo's HEAD commit and whether the working tree had uncommitted changes outside
+    ``reports/``: the study's own outputs change while it runs (its manifest is rewritten
+    before each stage), so counting them would call every stage's code modified."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                     "--", ".", ":(exclude)reports"],
                                     cwd=REPO_ROOT, capture_output=True, text=True,
                                     timeout=10).stdout.strip())
         return {"commit": sha, "dirty": dirty}

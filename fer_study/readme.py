@@ -10,7 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from fer_study.data_effects_report import NAME as DATA_EFFECTS
+from fer_study.data_effects_report import nonface_lines
+from fer_study.ethics import ethics_short
 from fer_study.markdown import fmt, md_table
+from fer_study.published import fer_comparison_lines, published_table
 from fer_study.report import shipped_line, shipped_model, target_rows
 from fer_study.results import (
     BEST_MODELS,
@@ -25,6 +29,8 @@ from fer_study.results import (
 
 README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
+ETHICS_BEGIN = "<!-- ethics:begin -->"
+ETHICS_END = "<!-- ethics:end -->"
 README_COLUMNS = ("model", "kind", "status", "PublicTest acc", "PrivateTest acc",
                   "PrivateTest macro-F1", "params", "epochs", "train time (s)")
 BEST_COLUMNS = ("model", "TTA", "PublicTest acc", "PrivateTest acc", "PrivateTest macro-F1",
@@ -72,7 +78,36 @@ def readme_results(results: dict[str, dict], root: Path) -> str:
     for name in ("benchmark_realtime", "benchmark_robustness", "benchmark_serve"):
         if results.get(name):
             out += [_benchmark_line(name, results[name]), ""]
+    real = comp is not None and not is_synthetic(comp.get("data") or {})
+    if real and results.get(DATA_EFFECTS):
+        out += [_data_effects_line(results[DATA_EFFECTS]), ""]
+    fer_lines = fer_comparison_lines(results)
+    if fer_lines:
+        out += ["**Comparisons with the `fer` package** (what they favour):", "", *fer_lines, ""]
+    if real:
+        out += ["**Published FER2013 results beside ours** (the published figures are "
+                "citations from `fer_study/assets/published_results.json`, not our results):",
+                "", md_table(published_table(results)), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _data_effects_line(res: Mapping) -> str:
+    """FER2013's data problems measured on the leaderboard's selected model, in a sentence."""
+    m = next(iter(res.get("models") or []), None)
+    line = f"**Data effects** (`{res.get('command')}`; details in the report)"
+    if m:
+        e, fp = m["effects"], m["effects"].get("ferplus") or {}
+        leak = e["leakage"]
+        line += (f": `{m['name']}` ({m['role']}, {m['tta']}) {fmt(e['all']['accuracy'])} on "
+                 f"{e['split']}; {fmt(leak['without_them']['accuracy'])} without the "
+                 f"{fmt(leak['test_images_also_in_training'])} test faces whose pixels are also "
+                 f"in Training")
+        if fp:
+            line += (f"; {fmt(fp['against_ferplus_majority']['accuracy'])} against the FER+ "
+                     f"majority; {fmt(fp['where_ferplus_agrees_with_fer2013']['accuracy'])} "
+                     f"where FER+ agrees with FER2013 "
+                     f"({fmt(fp['where_ferplus_agrees_with_fer2013']['n'])} faces)")
+    return line + ". " + nonface_lines(res.get("nonface_drop"))[0]
 
 
 def _benchmark_line(name: str, res: Mapping) -> str:
@@ -199,20 +234,27 @@ def _realtime_line(res: Mapping) -> str:
 def update_readme(readme: str | os.PathLike, results: dict[str, dict] | None = None,
                   reports_dir: str | os.PathLike = "reports") -> Path:
     """Replace the text between README_BEGIN and README_END in `readme` with
-    :func:`readme_results`. A README without the markers gets a "## Results" section
-    appended (with the markers), so it can be regenerated later."""
+    :func:`readme_results` (a README without them gets a "## Results" section appended, with
+    the markers, so it can be regenerated later), and the text between ETHICS_BEGIN and
+    ETHICS_END, where the README has them, with the short ethics note."""
     root = project_path(reports_dir)
     results = read_results(root) if results is None else results
     path = Path(readme)
     text = path.read_text() if path.is_file() else ""
-    body = f"{README_BEGIN}\n{readme_results(results, root)}{README_END}"
-    if README_BEGIN in text and README_END in text:
-        head, rest = text.split(README_BEGIN, 1)
-        text = head + body + rest.split(README_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Results\n\n" + body + "\n"
+    text = _replace_block(text, README_BEGIN, README_END, readme_results(results, root),
+                          "## Results")
+    if ETHICS_BEGIN in text and ETHICS_END in text:
+        text = _replace_block(text, ETHICS_BEGIN, ETHICS_END, ethics_short(results) + "\n")
     path.write_text(text)
     return path
+
+
+def _replace_block(text: str, begin: str, end: str, body: str, heading: str = "") -> str:
+    block = f"{begin}\n{body}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    return text.rstrip() + f"\n\n{heading}\n\n" + block + "\n"
 
 
 def _best_rows_compact(best: Mapping) -> list[dict]:

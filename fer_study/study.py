@@ -122,8 +122,14 @@ def execute_stage(stage: Stage, out_nb: Path, cwd: Path, progress: bool = True,
     import papermill as pm
 
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    # papermill records the input path in the executed (committed) notebook: relative, so it
+    # names no folder of this machine
     try:
-        pm.execute_notebook(str(stage.notebook), str(out_nb), parameters=stage.params,
+        nb_in = os.path.relpath(stage.notebook)
+    except ValueError:  # another drive (Windows)
+        nb_in = str(stage.notebook)
+    try:
+        pm.execute_notebook(nb_in, str(out_nb), parameters=stage.params,
                             kernel_name="python3", progress_bar=progress,
                             log_output=log_output, cwd=str(cwd))
     except KeyboardInterrupt:

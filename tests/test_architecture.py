@@ -21,6 +21,7 @@ LAYERS = {
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
     **dict.fromkeys(("results", "markdown", "comparison", "profiles", "plan", "fingerprint",
                      "study", "report", "readme", "citation", "notebook", "leaderboard",
+                     "published", "ethics", "data_effects_report",
                      "efficientnet_lite_check", "runs", "throughput"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
     **dict.fromkeys(("tflite", "export", "realtime", "serve", "ship", "baselines",

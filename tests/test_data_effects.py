@@ -65,3 +65,59 @@ def test_drop_nonfaces_touches_training_only(tmp_path, monkeypatch):
     assert out.source["training_nonfaces_dropped"] == 1
     with pytest.raises(DataError, match="FER\\+ votes"):
         drop_training_nonfaces(ds, None)
+
+
+def test_data_counts_distinct_leaks_ferplus_agreement_and_nonfaces():
+    from fer_study.data_effects import data_counts
+
+    ds = _ds()
+    majority = ds.labels.copy()
+    majority[8] = 5  # FER+ disagrees on one PrivateTest face
+    c = data_counts(ds, _votes(12, [2, 11], majority))
+    # rows 6 and 7 copy the same Training image: two distinct leaked test images
+    assert c["leaked"] == {"PrivateTest": {"test_images": 6, "also_in_training": 2}}
+    agree = c["ferplus"]["agreement"]
+    assert agree["PrivateTest"] == {"rows_with_ferplus_label": 5, "agreeing": 4,
+                                    "agreement": 0.8}
+    assert agree["Training"]["agreement"] == 1.0
+    assert c["ferplus"]["nonfaces"]["Training"] == {"nonfaces": 1, "no_image_name": 1,
+                                                    "nf_top_vote": 0}
+    assert data_counts(ds)["ferplus"] is None
+    with pytest.raises(ValueError, match="line up"):
+        data_counts(ds, _votes(5, [], majority[:5]))
+
+
+def test_data_effects_command_measures_the_leaderboards_models(fer_csv, tmp_path):
+    """End to end on a tiny csv: the leaderboard's selected run is measured (the shipped model
+    is a spec like it), the non-face pair is "not run yet" with its command, and the report section
+    renders the file."""
+    import json
+    import shutil
+
+    from fer_study.assets import DEFAULT_KERAS_MODEL
+    from fer_study.cli import main
+    from fer_study.data_effects_report import NONFACE_PAIR, data_effects_section, model_specs
+
+    path = fer_csv[0]
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    shutil.copy(DEFAULT_KERAS_MODEL, run / "best.keras")
+    board = {"selected": "r1", "selected_tta": "flip", "selected_runs": ["r1"],
+             "deployable": {"name": "r1", "tta": "flip", "runs": ["r1"]},
+             "runs": {"r1": {"run_dir": str(run)}}, "created_utc": "2026-01-01T00:00:00Z"}
+    (tmp_path / "best.json").write_text(json.dumps(board))
+    assert [s["role"] for s in model_specs(board)] == ["selected", "shipped"]  # same pick once
+    out = tmp_path / "de.json"
+    # one model load keeps the test short: the shipped model is the same file as r1
+    assert main(["data-effects", "--data", str(path), "--leaderboard",
+                 str(tmp_path / "best.json"), "--no-shipped", "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [(m["role"], m["tta"]) for m in res["models"]] == [("selected", "flip")]
+    assert res["models"][0]["effects"]["all"]["n"] == 7  # 21 rows, 7 of them PrivateTest
+    assert res["counts"]["leaked"]["PrivateTest"]["also_in_training"] == 0
+    assert res["nonface_drop"]["status"] == "not measured: needs --ferplus"
+    assert res["command"].startswith("python -m fer_study data-effects --data ")
+    assert res["command"].endswith("--no-shipped --output " + str(out))
+    md = "\n".join(data_effects_section(res, selected_now="r2"))
+    assert "| r1 (selected) | flip |" in md and "it now selects `r2`" in md
+    assert f"`{NONFACE_PAIR[1]}` drops them" in md and "make runs NAMES=" in md

@@ -381,3 +381,110 @@ def test_majority_class_reference_and_a_scratch_twin_stuck_on_it(tmp_path):
     assert "always answering the majority class (Angry) = 0.1429 on PrivateTest" in md
     assert "The scratch model's PrivateTest accuracy is the majority-class rate" in md
     assert "The pretrained model's PrivateTest accuracy is the majority-class" not in md
+
+
+def test_header_names_the_commits_the_results_came_from(tmp_path):
+    from fer_study.report import results_commits
+
+    d = _fixture(tmp_path, data=REAL)
+    _write(d, "benchmark_realtime", {"command": "python scripts/benchmark_realtime.py",
+                                     "machine": {"git": {"commit": "feedbeef" * 5,
+                                                         "dirty": True}}})
+    commits = results_commits(read_results(d), shipped={"git": {"commit": "0123456789abcdef",
+                                                                "dirty": False}})
+    assert [(c["commit"], c["dirty"]) for c in commits] == [
+        ("0123456789abcdef", False), ("feedbeef" * 5, True), (None, False)]
+    assert commits[0]["files"][-1] == "fer_study/assets/default_model.json"
+    md = build_report(d).read_text()
+    header = md[:md.index("## Data")]
+    assert "`0123456789ab`: `results/01_data_exploration.json`, " \
+           "`results/04_model_comparison.json`" in header
+    assert "- `feedbeeffeed` + uncommitted changes: `results/benchmark_realtime.json`" in header
+    assert "- commit not recorded: `results/efficientnet_lite0_conversion.json`" in header
+
+
+def test_ethics_published_and_data_effects_sections(tmp_path):
+    d = _fixture(tmp_path, data=REAL)
+    md = build_report(d).read_text()
+    ethics = md[md.index("## Ethics and limitations"):md.index("## How to cite")]
+    for needle in ("consent", "demographic", "FER+", "perceived facial expressions",
+                   "Barrett et al. 2019", "hiring", "policing", "lie or deception",
+                   "Article 5(1)(f)", "### Limitations of these results"):
+        assert needle in ethics
+    # published figures beside ours; our missing figures are "not run" rows
+    table = parse_md_table(md, "## Published FER2013 results beside ours")
+    assert any(r["published (citation, not ours)"].startswith("Khaireddin & Chen 2021")
+               and r["our PrivateTest acc"] == "not run: no leaderboard yet" for r in table)
+    vgg16 = next(r for r in table if r["ours"].startswith("`vgg16`"))
+    assert vgg16["our PrivateTest acc"] == "not run: weights unavailable"
+    # data effects: not run yet, with the commands that make them
+    effects = md[md.index("## Data effects"):]
+    assert "Not run yet: `python -m fer_study data-effects" in effects
+    assert 'make runs NAMES="vgg_style_w16_s0 vgg_style_w16_nonfacesdropped_s0"' in effects
+    # the synthetic demo has neither FER2013 comparison
+    md = build_report(_fixture(tmp_path / "demo")).read_text()
+    assert "## Published FER2013" not in md and "## Data effects" not in md
+    assert "## Ethics and limitations" in md
+
+
+def test_readme_ethics_block_is_regenerated(tmp_path):
+    d = _fixture(tmp_path, data=REAL)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:begin -->\n<!-- results:end -->\n\n## Ethics\n\n"
+                      "<!-- ethics:begin -->\nold\n<!-- ethics:end -->\n\n## After\n")
+    update_readme(readme, reports_dir=d)
+    text = readme.read_text()
+    block = text[text.index("<!-- ethics:begin -->"):text.index("<!-- ethics:end -->")]
+    assert "old" not in block and "without the consent" in block and "Art. 5(1)(f)" in block
+    assert text.endswith("## After\n") and "**Published FER2013 results beside ours**" in text
+
+
+def test_cost_vs_accuracy_is_readable_at_its_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.text import Text
+
+    from fer_study.plots import cost_vs_accuracy
+
+    rows = [{"model": f"model_{i}_with_a_long_name", "status": "ok", "ms": x, "acc": y}
+            for i, (x, y) in enumerate([(1.0, 0.60), (1.1, 0.61), (1.2, 0.605), (30.0, 0.50),
+                                        (31.0, 0.51), (200.0, 0.70)])]
+    fig = cost_vs_accuracy(rows + [{"model": "off", "status": "not run"}], "acc", "ms")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lo, hi = ax.get_xlim()
+    assert lo < 1.0 and hi > 200.0 and hi / lo < 2000  # fitted, not decades of empty axis
+    y0, y1 = ax.get_ylim()
+    assert 0.4 < y0 < 0.5 and 0.7 < y1 < 0.8  # fitted to the points, not to 0 or chance
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    # the labels' text only (an annotation's own extent includes its leader line)
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+    assert len(boxes) == 6
+    overlaps = [(i, j) for i in range(6) for j in range(i + 1, 6) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps
+    axes_box = ax.get_window_extent(renderer)
+    assert all(axes_box.x0 <= b.x0 and b.x1 <= axes_box.x1 for b in boxes)  # none cut off
+
+
+def test_uncommitted_changes_mean_code_not_the_studys_own_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    from fer_study import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "manifest.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    (tmp_path / "reports" / "manifest.json").write_text('{"stage": 1}')  # the runner's own
+    assert provenance.git_commit()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_commit()["dirty"] is True

@@ -1,0 +1,49 @@
+"""No committed text file names an absolute path of the machine that made it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUFFIXES = {".json", ".md", ".html", ".ipynb", ".py", ".cff", ".yml", ".yaml", ".toml",
+            ".txt", ".cfg", ".sh"}
+# An absolute path under a machine's home, scratch or work folders: the folder must start
+# the path (after a quote, space, bracket, '=' or ':'), so URLs such as
+# https://host/home/... do not count.
+MACHINE_PATH = re.compile(r"(?:^|[\s\"'`(\[=:,])(/(?:" + "|".join(
+    ("work", "tmp", "root", "home", "Users", "mnt")) + r")/[^\s\"'`)\],]*)")
+
+
+def machine_paths(text: str) -> list[str]:
+    return [m.group(1) for m in MACHINE_PATH.finditer(text)]
+
+
+def test_the_pattern_finds_machine_paths_and_ignores_urls():
+    found = machine_paths('{"path": "/work/main/data/fer2013.csv"}\nsaved to /tmp/x.png '
+                          "cwd=/home/me/fc (/root/.keras/models/w.h5)")
+    assert found == ["/work/main/data/fer2013.csv", "/tmp/x.png", "/home/me/fc",
+                     "/root/.keras/models/w.h5"]
+    assert machine_paths("https://github.com/home/tmp/x and data/fer2013.csv and ~/.cache") \
+        == []
+
+
+def test_no_committed_file_names_a_machine_path():
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                                check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: no list of committed files to scan")
+    offenders = {}
+    for name in filter(None, listed):
+        path = ROOT / name
+        if path.suffix not in SUFFIXES or not path.is_file() or path == Path(__file__):
+            continue
+        hits = machine_paths(path.read_text(errors="replace"))
+        if hits:
+            offenders[name] = sorted(set(hits))[:3]
+    assert not offenders, ("absolute paths of a machine in committed files (fix the code that "
+                           f"wrote them, then regenerate): {offenders}")
