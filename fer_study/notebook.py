@@ -228,7 +228,7 @@ def run_training(cfg: Any, dataset: Any = None) -> Any:
     from dataclasses import replace
 
     from fer_study.run_options import settings_from_env
-    from fer_study.train import EXECUTION_FIELDS, RunConfig, train
+    from fer_study.train import EXECUTION_FIELDS, RunConfig, portable_config, train
 
     cfg = replace(cfg, **settings_from_env())  # `study --devices ...`
     cfg.validate()  # before the run folder is touched
@@ -236,7 +236,7 @@ def run_training(cfg: Any, dataset: Any = None) -> Any:
     overwrite = False
     if cfg_file.is_file():
         # fields added to RunConfig since the run started read as their defaults (as train())
-        old = {**RunConfig().to_json(), **json.loads(cfg_file.read_text())}
+        old = portable_config({**RunConfig().to_json(), **json.loads(cfg_file.read_text())})
         new = json.loads(json.dumps(cfg.to_json()))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if set(changed) <= {"run_dir", "verbose", *EXECUTION_FIELDS}:

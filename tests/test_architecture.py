@@ -14,7 +14,7 @@ LAYERS = {
                      "validation", "timing", "model_input"), 0),
     # 1 core: data, models, training, evaluation and analyses of a model
     **dict.fromkeys(("data", "synthetic", "augment", "models", "vggface", "efficientnet_lite",
-                     "torch_checkpoint", "evaluate", "train", "precision", "distill",
+                     "torch_checkpoint", "evaluate", "train", "run_config", "precision", "distill",
                      "distribute", "tracking", "robustness", "gradcam", "gradcam_analysis",
                      "gradcam_plots", "plots",
                      "demo_video", "stats", "data_effects", "run_options"), 1),

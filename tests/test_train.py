@@ -252,3 +252,21 @@ def test_validation_reads_the_annotations_of_fields_others_add():
     problems, bad = field_problems(_Extended(strategy="tpu", hosts="a,b", workers=True),
                                    {"workers": (lambda v: v >= 1, ">= 1")})
     assert bad == {"strategy", "hosts", "workers"} and len(problems) == 3
+
+
+def test_saved_configs_name_repository_files_relative_to_it():
+    """A run config written into a run folder, metrics.json and the results never names the
+    machine's repository path (the study passes absolute paths), and a run saved that way
+    still resumes under the relative form."""
+    from fer_study.provenance import REPO_ROOT
+    from fer_study.train import RunConfig, portable_config
+
+    cfg = RunConfig(model="vgg_style", data=str(REPO_ROOT / "data" / "fer2013.csv"),
+                    ferplus=str(REPO_ROOT / "data" / "fer2013new.csv"),
+                    run_dir=str(REPO_ROOT / "runs" / "cpu" / "baseline_cnn"))
+    saved = cfg.to_json()
+    assert (saved["data"], saved["ferplus"], saved["run_dir"]) == (
+        "data/fer2013.csv", "data/fer2013new.csv", "runs/cpu/baseline_cnn")
+    assert cfg.data.startswith(str(REPO_ROOT))  # the object itself keeps what it was given
+    assert portable_config({"data": "/elsewhere/fer2013.csv"})["data"] == "/elsewhere/fer2013.csv"
+    assert portable_config({"data": "synthetic"})["data"] == "synthetic"
