@@ -320,7 +320,7 @@ def _parse_ensembles(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 SPEC_KEYS = {"data", "runs", "study_runs", "ensembles", "greedy", "tta", "output", "comment",
-             "reference"}
+             "reference", "title"}
 
 
 def read_spec(path: str | Path) -> dict:
@@ -360,6 +360,14 @@ def leaderboard_from_spec(spec: str | Path | Mapping, data: str | Dataset | None
     res["runs_not_finished"] = [
         {"run": r, "command": f"make runs NAMES={Path(r).name}" if r in spec["runs"]
          else "make study PROFILE=cpu DATA=" + str(spec["data"])} for r in missing]
+    if spec.get("title"):  # a spec other than the best-model table (ablation, parity)
+        res["title"] = spec["title"]
+        res["comment"] = spec.get("comment")
+        res["summary_tables"] = {k: v for k, v in (
+            ("Each run and TTA mode against the reference run without TTA (paired on the same "
+             "faces; differences in points)", res.get("reference_tests")),
+            ("Mean and spread over seeds (runs sharing a recipe)", res.get("seed_table")),
+            ("Runs not trained yet", res["runs_not_finished"])) if v}
     return res
 
 

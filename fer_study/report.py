@@ -340,9 +340,8 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
             if d is not None:
                 out += [f"- `{r['architecture']}` with {r['pretrained weights']} weights vs "
                         f"from scratch: {rep} {fmt(r[f'{rep} acc pretrained'])} vs "
-                        f"{fmt(r[f'{rep} acc scratch'])}, a difference of {d:+.2f} points "
-                        f"({'pretraining helped' if d > 0 else 'pretraining did not help'} "
-                        "under this budget; one seed each)."]
+                        f"{fmt(r[f'{rep} acc scratch'])}, a difference of {d:+.2f} points: "
+                        f"{r.get('verdict') or 'one seed each'}."]
                 for arm in ("pretrained", "scratch"):
                     acc = r.get(f"{rep} acc {arm}")
                     if majority and acc is not None and abs(acc - majority[1]) < 0.005:

@@ -288,7 +288,7 @@ def test_pretrained_vs_scratch_is_reported_whichever_way_it_goes(tmp_path):
     md = build_report(d).read_text()
     table = parse_md_table(md, "### Pretrained vs from scratch")
     assert table[0]["PrivateTest acc scratch"] == "0.6098"
-    assert "a difference of -1.00 points (pretraining did not help" in md
+    assert "a difference of -1.00 points: a tie (-1.0 points; one seed each)" in md
 
 
 def test_sources_name_the_command_each_file_records(tmp_path):
