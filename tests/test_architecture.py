@@ -15,14 +15,14 @@ LAYERS = {
     # 1 core: data, models, training, evaluation and analyses of a model
     **dict.fromkeys(("data", "synthetic", "augment", "models", "vggface", "efficientnet_lite",
                      "torch_checkpoint", "evaluate", "train", "precision", "distill",
-                     "distribute", "tracking", "robustness", "gradcam", "plots",
+                     "distribute", "tracking", "robustness", "prune", "gradcam", "plots",
                      "demo_video", "stats", "data_effects", "run_options"), 1),
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
     **dict.fromkeys(("results", "markdown", "comparison", "profiles", "plan", "fingerprint",
                      "study", "report", "readme", "citation", "notebook", "leaderboard",
                      "efficientnet_lite_check", "runs", "throughput"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
-    **dict.fromkeys(("tflite", "export", "realtime", "serve", "ship", "baselines",
+    **dict.fromkeys(("tflite", "export", "optimise", "realtime", "serve", "ship", "baselines",
                      "benchmarks"), 3),
     # 4 the command line, which reaches every layer
     # the front door re-exports (EmotionRecognizer) lazily, like the command line
