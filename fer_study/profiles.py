@@ -28,7 +28,9 @@ MobileNetV2 at 96 px 8 / 11 ms; EfficientNet-Lite0 at 112 px 12 / 18 ms (~0.73x 
   (~800); MobileNetV2 at 96 px, 8,000 images, 2 + 4 epochs (~750); EfficientNet-Lite0 and
   its scratch twin at 96 px, 8,000 images, 6 epochs each (the pretrained one 2 frozen + 4
   fine-tuning; ~850 and ~2,200 CPU-s): equal data and epochs, so pretrained vs scratch is
-  a fair comparison. Needs --data path/to/fer2013.csv.
+  a fair comparison. Notebook 06 prunes the shipped model to three sparsities, each
+  fine-tuned one epoch on 8,000 random Training faces (~2-3 min in all). Needs
+  --data path/to/fer2013.csv.
 * full: the capstone's GPU protocol: all Training images, backbones at 224x224, a frozen
   warm-up then fine-tuning of all layers, 30 epochs with early stopping; baseline 60 epochs.
   On N GPUs: `study --devices all` (make study ARGS="--devices all") trains each stage
@@ -130,7 +132,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "fine_tune_layers": 30, "batch_size": 64, "max_train_samples": None},
             COMPARISON: {"latency_calls": 30},
             GRADCAM: {"max_images": 210},
-            ROBUSTNESS: {"max_images": 140, "representative_images": 100},
+            ROBUSTNESS: {"max_images": 140, "representative_images": 100,
+                         "prune_train_images": 1000, "prune_epochs": 1},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -155,7 +158,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "fine_tune_layers": 30, "batch_size": 64, "run_config": {"tta": "none"}},
             COMPARISON: {"latency_calls": 100},
             GRADCAM: {"max_images": 700},
-            ROBUSTNESS: {"max_images": 1000, "representative_images": 300},
+            ROBUSTNESS: {"max_images": 1000, "representative_images": 300,
+                         "prune_train_images": 8000, "prune_epochs": 1},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -186,7 +190,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "run_config": {"patience": 8}},
             COMPARISON: {"latency_calls": 200},
             GRADCAM: {"max_images": 2100},
-            ROBUSTNESS: {"max_images": None, "representative_images": 300},
+            ROBUSTNESS: {"max_images": None, "representative_images": 300,
+                         "prune_train_images": None, "prune_epochs": 2},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -210,7 +215,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             COMPARISON: {"latency_calls": 5, "latency_warmup": 2},
             GRADCAM: {"examples_per_class": 1, "cross_check_images": 8, "max_images": 70},
             ROBUSTNESS: {"severities": [2, 5], "tflite_variants": ["float32", "dynamic"],
-                         "representative_images": 50, "max_images": 70},
+                         "representative_images": 50, "max_images": 70,
+                         "prune_sparsities": [0.75], "prune_train_images": 140,
+                         "prune_epochs": 1},
             REALTIME: {"demo_frames": 12, "sample_frames": 2},
         },
         repeat={TRANSFER: ("backbone", {
