@@ -133,7 +133,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             COMPARISON: {"latency_calls": 30},
             GRADCAM: {"max_images": 210},
             ROBUSTNESS: {"max_images": 140, "representative_images": 100,
-                         "prune_train_images": 1000, "prune_epochs": 1},
+                         "prune_sparsities": [0.5, 0.9], "prune_train_images": 500,
+                         "prune_epochs": 1},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
