@@ -95,6 +95,15 @@ def calibration_report(fit_probs: np.ndarray, fit_labels: np.ndarray, report_pro
         raise ValueError(f"the temperature must be fitted on another split than the one it is "
                          f"reported on (both {report_split!r})")
     t = fit_temperature(fit_probs, np.asarray(fit_labels))
+    return temperature_report(report_probs, report_labels, t, bins, fit_split, report_split,
+                              n_fit=len(fit_labels))
+
+
+def temperature_report(report_probs: np.ndarray, report_labels: np.ndarray, t: float,
+                       bins: int = 15, fit_split: str = "PublicTest",
+                       report_split: str = "PrivateTest", n_fit: int | None = None) -> dict:
+    """Calibration on `report_split` before and after a given temperature `t` (fitted
+    elsewhere, e.g. the shipped model's): the keys of :func:`calibration_report`."""
     scaled = apply_temperature(report_probs, t)
     y = np.asarray(report_labels)
 
@@ -102,8 +111,8 @@ def calibration_report(fit_probs: np.ndarray, fit_labels: np.ndarray, report_pro
         return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0)).mean())
 
     return {
-        "temperature": t, "fit_split": fit_split, "report_split": report_split,
-        "n_fit": int(len(fit_labels)), "n_report": int(len(y)), "bins": bins,
+        "temperature": float(t), "fit_split": fit_split, "report_split": report_split,
+        "n_fit": n_fit, "n_report": int(len(y)), "bins": bins,
         "accuracy": float((report_probs.argmax(axis=1) == y).mean()),
         "ece_before": expected_calibration_error(report_probs, y, bins),
         "ece_after": expected_calibration_error(scaled, y, bins),

@@ -474,3 +474,32 @@ def frame_grid(frames: Sequence[np.ndarray], titles: Sequence[str] | None = None
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- optimisation
+
+def optimisation_tradeoff(rows: Sequence[Mapping], accuracy_key: str,
+                          title: str | None = "Size, latency and accuracy of each variant"
+                          ) -> plt.Figure:
+    """Accuracy against file size (filled: gzip-compressed, hollow: raw) and against 1-thread
+    single-face latency, one labelled point per variant (rows of
+    :func:`fer_study.optimise.optimisation_table`)."""
+    fig, (ax_size, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for i, r in enumerate(rows):
+        c = f"C{i % 10}"
+        acc = r[accuracy_key]
+        ax_size.scatter(r["size_kb"], acc, facecolors="none", edgecolors=c, s=45)
+        ax_size.scatter(r["gzip_kb"], acc, color=c, s=45, label=r["variant"])
+        ax_size.plot([r["gzip_kb"], r["size_kb"]], [acc, acc], color=c, lw=0.8, alpha=0.6)
+        if r.get("latency_ms") is not None and np.isfinite(r["latency_ms"]):
+            ax_lat.scatter(r["latency_ms"], acc, color=c, s=45)
+    ax_size.set_xscale("log")
+    ax_size.set_xlabel("file size, KB (filled: gzip, hollow: raw; log scale)")
+    ax_lat.set_xlabel("latency per face, ms (1 thread, median)")
+    ax_size.set_ylabel(accuracy_key)
+    for ax in (ax_size, ax_lat):
+        ax.grid(alpha=0.3)
+    ax_size.legend(fontsize=7, loc="lower right")
+    _title(fig, title)
+    fig.tight_layout()
+    return fig

@@ -31,7 +31,9 @@ MobileNetV2 at 96 px 8 / 11 ms; EfficientNet-Lite0 at 112 px 12 / 18 ms (~0.73x 
   scratch twin: the same images, epochs, input size and schedule, all layers trained from
   the start, with a one-epoch warm-up and BatchNorm momentum 0.9 (what random weights
   need). The committed runs of `configs/leaderboard.json` (`make runs`) join the ranking in
-  notebook 04. Needs --data path/to/fer2013.csv.
+  notebook 04. Notebook 06 prunes the shipped model to three sparsities, each fine-tuned
+  one epoch on 8,000 random Training faces (~2-3 min in all). Needs --data
+  path/to/fer2013.csv.
 * full: the capstone's GPU protocol: all Training images, backbones at 224x224, a frozen
   warm-up then fine-tuning of all layers, 30 epochs with early stopping; baseline 60 epochs.
   On N GPUs: `study --devices all` (make study ARGS="--devices all") trains each stage
@@ -137,7 +139,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "fine_tune_layers": 30, "batch_size": 64, "max_train_samples": None},
             COMPARISON: {"latency_calls": 30},
             GRADCAM: {"max_images": 210},
-            ROBUSTNESS: {"max_images": 140, "representative_images": 100},
+            ROBUSTNESS: {"max_images": 140, "representative_images": 100,
+                         "prune_sparsities": [0.5, 0.9], "prune_train_images": 500,
+                         "prune_epochs": 1},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -166,7 +170,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "run_config": {"tta": "none", "precision": _STUDY_PRECISION}},
             COMPARISON: {"latency_calls": 100, "leaderboard_spec": "configs/leaderboard.json"},
             GRADCAM: {"max_images": 700},
-            ROBUSTNESS: {"max_images": 1000, "representative_images": 300},
+            ROBUSTNESS: {"max_images": 1000, "representative_images": 300,
+                         "prune_train_images": 8000, "prune_epochs": 1},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -195,7 +200,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                        "run_config": {"patience": 8}},
             COMPARISON: {"latency_calls": 200, "leaderboard_spec": "configs/leaderboard.json"},
             GRADCAM: {"max_images": 2100},
-            ROBUSTNESS: {"max_images": None, "representative_images": 300},
+            ROBUSTNESS: {"max_images": None, "representative_images": 300,
+                         "prune_train_images": None, "prune_epochs": 2},
             REALTIME: {},
         },
         repeat={TRANSFER: ("backbone", {
@@ -219,7 +225,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             COMPARISON: {"latency_calls": 5, "latency_warmup": 2},
             GRADCAM: {"examples_per_class": 1, "cross_check_images": 8, "max_images": 70},
             ROBUSTNESS: {"severities": [2, 5], "tflite_variants": ["float32", "dynamic"],
-                         "representative_images": 50, "max_images": 70},
+                         "representative_images": 50, "max_images": 70,
+                         "prune_sparsities": [0.75], "prune_train_images": 140,
+                         "prune_epochs": 1},
             REALTIME: {"demo_frames": 12, "sample_frames": 2},
         },
         repeat={TRANSFER: ("backbone", {

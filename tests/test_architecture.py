@@ -15,7 +15,7 @@ LAYERS = {
     # 1 core: data, models, training, evaluation and analyses of a model
     **dict.fromkeys(("data", "synthetic", "augment", "models", "vggface", "efficientnet_lite",
                      "torch_checkpoint", "evaluate", "train", "run_config", "precision", "distill",
-                     "distribute", "tracking", "robustness", "gradcam", "gradcam_analysis",
+                     "distribute", "tracking", "robustness", "prune", "gradcam", "gradcam_analysis",
                      "gradcam_plots", "plots",
                      "demo_video", "stats", "data_effects", "run_options"), 1),
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
@@ -24,7 +24,7 @@ LAYERS = {
                      "published", "ethics", "data_effects_report",
                      "efficientnet_lite_check", "runs", "throughput"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
-    **dict.fromkeys(("tflite", "export", "realtime", "serve", "ship", "baselines",
+    **dict.fromkeys(("tflite", "export", "optimise", "realtime", "serve", "ship", "baselines",
                      "benchmarks"), 3),
     # 4 the command line, which reaches every layer
     # the front door re-exports (EmotionRecognizer) lazily, like the command line

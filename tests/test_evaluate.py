@@ -130,3 +130,22 @@ def test_calibration_report_fits_on_the_selection_split():
         calibration_report(probs, y, probs, y, fit_split="PrivateTest")
     fig = reliability_diagram(rep)
     assert len(fig.axes) == 2
+
+
+def test_temperature_report_applies_a_given_temperature():
+    """The shipped model's T (fitted at shipping) is applied, not refitted, on a report split."""
+    from fer_study.evaluate import apply_temperature, calibration_report, temperature_report
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, NUM_CLASSES, 400)
+    pred = np.where(rng.random(400) < 0.6, y, (y + 1) % NUM_CLASSES)
+    probs = np.full((400, NUM_CLASSES), 0.005, np.float32)
+    probs[np.arange(400), pred] = 0.97
+    same = temperature_report(probs, y, 1.0, fit_split="shipped")
+    assert same["ece_after"] == pytest.approx(same["ece_before"], abs=1e-6)
+    assert same["fit_split"] == "shipped" and same["n_fit"] is None
+    fitted = calibration_report(probs[:200], y[:200], probs[200:], y[200:])
+    given = temperature_report(probs[200:], y[200:], fitted["temperature"])
+    assert given["ece_after"] == pytest.approx(fitted["ece_after"])
+    assert given["mean_confidence_after"] == pytest.approx(
+        float(apply_temperature(probs[200:], fitted["temperature"]).max(axis=1).mean()))

@@ -172,3 +172,53 @@ def test_robustness_benchmark_compares_with_fer_in_our_label_order(tmp_path, mon
     # a classifier that ignores the image loses nothing to corruptions
     assert res["fer"]["relative_robustness"] == pytest.approx(1.0)
     assert res["ours_more_robust_than_fer"] == (res["ours"]["relative_robustness"] > 1.0)
+
+    # notebook 06 reads the file beside the shipped model's own sweep, for the same data only
+    from fer_study.data import load_dataset
+
+    cmp = R.fer_comparison(out, load_dataset(csv).provenance())
+    assert cmp["available"] and cmp["images"] == 42 and "--images 42" in cmp["reason"]
+    fer = cmp["rows"]["fer"]
+    assert fer["retention"] == pytest.approx(1.0)
+    assert fer["mean corrupted accuracy"] == pytest.approx(happy_share)
+    ours = cmp["rows"]["ours"]
+    assert ours["mean corrupted accuracy"] == pytest.approx(
+        res["ours"]["relative_robustness"] * res["ours"]["clean_accuracy"])
+    assert set(ours) >= {f"{g} accuracy" for g in R.GROUPS}
+
+
+def test_robustness_row_judges_absolute_accuracy_and_retention(faces):
+    x, y = faces
+    wrong_half = lambda im: _onehot(np.where(np.arange(len(im)) % 2 == 0,  # noqa: E731
+                                             np.resize(y, len(im)), (np.resize(y, len(im)) + 1)
+                                             % NUM_CLASSES))
+    df = R.evaluate_robustness(wrong_half, x, y, corruptions=["gamma", "gaussian_noise"],
+                               severities=[1, 5])
+    row = R.robustness_row(df)
+    assert row["clean accuracy"] == 0.5 and row["mean corrupted accuracy"] == 0.5
+    assert row["retention"] == 1.0 == R.relative_robustness(df)
+    assert row["lighting accuracy"] == 0.5 and row["noise accuracy"] == 0.5
+
+
+def test_fer_comparison_only_for_the_same_data(tmp_path):
+    entry = {"clean_accuracy": 0.6, "relative_robustness": 0.5,
+             "by_corruption": {c: {"mean": 0.3, "relative": 0.5} for c in R.CORRUPTIONS}}
+    f = tmp_path / "benchmark_robustness.json"
+    f.write_text(json.dumps({"command": "python scripts/benchmark_robustness.py --data d.csv",
+                             "images": 10, "split": "PrivateTest", "seed": 0,
+                             "data": {"dataset": "FER2013", "sha256": "abc"},
+                             "ours": entry, "fer": {**entry, "clean_accuracy": 0.7}}))
+    same = R.fer_comparison(f, {"synthetic": False, "sha256": "abc"})
+    assert same["available"] and same["rows"]["fer"]["clean accuracy"] == 0.7
+    assert same["rows"]["ours"]["mean corrupted accuracy"] == pytest.approx(0.3)
+    assert same["rows"]["ours"]["occlusion accuracy"] == pytest.approx(0.3)
+    verdict = R.fer_verdict(same)
+    assert "mean corrupted accuracy 0.300 vs 0.300 (not above fer)" in verdict
+    assert "retention 0.500 vs 0.500" in verdict and "no corruption group" in verdict
+    synthetic = R.fer_comparison(f, {"synthetic": True})
+    assert not synthetic["available"] and "synthetic" in synthetic["reason"]
+    assert synthetic["rows"] == {} and "synthetic" in R.fer_verdict(synthetic)
+    other = R.fer_comparison(f, {"synthetic": False, "sha256": "xyz"})
+    assert not other["available"] and "other data" in other["reason"]
+    missing = R.fer_comparison(None, {"synthetic": False, "sha256": "abc"})
+    assert not missing["available"] and "benchmark_robustness.py" in missing["reason"]
