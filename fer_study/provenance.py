@@ -14,6 +14,7 @@ import numpy as np
 import fer_study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_ROOT_PREFIX = str(REPO_ROOT) + "/"
 
 
 def git_commit() -> dict:
@@ -94,12 +95,27 @@ def finite(obj):
     return obj
 
 
+def portable(obj):
+    """Every string naming a file inside the repository by its absolute path, relative to
+    the repository, recursively: what the package writes reads the same on every machine."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if isinstance(obj, Path):
+        obj = str(obj)
+    if isinstance(obj, str) and obj.startswith(_ROOT_PREFIX):
+        return obj[len(_ROOT_PREFIX):]
+    return obj
+
+
 def write_json(path: str | Path, obj: dict) -> Path:
-    """Write JSON atomically (a reader never sees a half-written results file)."""
+    """Write JSON atomically (a reader never sees a half-written results file), with the
+    repository's absolute paths made relative (:func:`portable`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
+    tmp.write_text(json.dumps(portable(obj), indent=2, default=json_default) + "\n")
     tmp.replace(p)
     return p
 

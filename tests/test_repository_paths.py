@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -47,3 +48,18 @@ def test_no_committed_file_names_a_machine_path():
             offenders[name] = sorted(set(hits))[:3]
     assert not offenders, ("absolute paths of a machine in committed files (fix the code that "
                            f"wrote them, then regenerate): {offenders}")
+
+
+def test_json_the_package_writes_names_repository_files_relative(tmp_path):
+    """The guard behind the scan: whatever a notebook or command passes (the study resolves
+    data and run folders to absolute paths), write_json stores repository paths relative."""
+    from fer_study.provenance import REPO_ROOT, write_json
+
+    out = write_json(tmp_path / "r.json", {
+        "data": str(REPO_ROOT / "data" / "fer2013.csv"), "runs": [REPO_ROOT / "runs" / "x"],
+        "nested": {"path": f"{REPO_ROOT}/reports/results/a.json"},
+        "outside": "/elsewhere/fer2013.csv", "text": "made from data/fer2013.csv"})
+    d = json.loads(out.read_text())
+    assert d == {"data": "data/fer2013.csv", "runs": ["runs/x"],
+                 "nested": {"path": "reports/results/a.json"},
+                 "outside": "/elsewhere/fer2013.csv", "text": "made from data/fer2013.csv"}
