@@ -21,6 +21,7 @@ from pathlib import Path
 from fer_study.assets import DEFAULT_MODEL_META
 from fer_study.citation import citation_section
 from fer_study.comparison import pretrained_vs_scratch
+from fer_study.conclusions import conclusions_section
 from fer_study.data_effects_report import NAME as DATA_EFFECTS
 from fer_study.data_effects_report import counts_lines, data_effects_section
 from fer_study.errors import ResultsError
@@ -198,6 +199,7 @@ def _render(results: dict[str, dict], root: Path) -> str:
                   "one study; re-run `make study` to make them consistent.", ">"]
         parts += [f"> - `{k}.json`: {v}" for k, v in idents.items()]
         parts.append("")
+    parts += conclusions_section(results, synthetic)
     parts += _data_section(results.get(DATA_EXPLORATION), main)
     parts += _methods_section(results.get(COMPARISON))
     parts += _results_section(results.get(COMPARISON), results)

@@ -92,7 +92,7 @@ STAGES: dict[str, StageSpec] = {s.notebook: s for s in (
     StageSpec(TRANSFER, "Transfer learning", repeat="backbone"),
     StageSpec(COMPARISON, "Model comparison", reads=(BASELINE, TRANSFER)),
     StageSpec(GRADCAM, "Grad-CAM: where the models look", reads=(COMPARISON,)),
-    StageSpec(ROBUSTNESS, "Robustness, calibration and optimisation (TFLite)",
+    StageSpec(ROBUSTNESS, "Robustness, calibration and optimisation of the shipped model",
               reads=(COMPARISON,)),
     StageSpec(REALTIME, "Real-time deployment", reads=(COMPARISON,)),
 )}

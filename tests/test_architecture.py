@@ -19,9 +19,9 @@ LAYERS = {
                      "gradcam_plots", "plots",
                      "demo_video", "stats", "data_effects", "run_options"), 1),
     # 2 study: results layer, profiles, runner, report, notebook API, leaderboard
-    **dict.fromkeys(("results", "markdown", "comparison", "profiles", "plan", "fingerprint",
-                     "study", "report", "readme", "citation", "notebook", "leaderboard",
-                     "published", "ethics", "data_effects_report",
+    **dict.fromkeys(("results", "markdown", "comparison", "conclusions", "profiles", "plan",
+                     "fingerprint", "study", "report", "readme", "citation", "notebook",
+                     "leaderboard", "published", "ethics", "data_effects_report",
                      "efficientnet_lite_check", "runs", "throughput"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
     **dict.fromkeys(("tflite", "export", "optimise", "realtime", "serve", "ship", "baselines",
