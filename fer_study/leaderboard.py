@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_study.comparison import LEARNED_MACRO_F1  # a run below it joins no ensemble
 from fer_study.data import Dataset, load_dataset
 from fer_study.errors import ConfigError, ModelError
 from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
@@ -92,19 +93,29 @@ def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) ->
     }
 
 
-def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray) -> list[str]:
+MIN_GAIN = 0.0025  # an ensemble member must add 0.25 points (~9 PublicTest faces): less is noise
+
+
+def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray,
+                    min_gain: float = MIN_GAIN) -> list[str]:
     """Forward selection (Caruana et al. 2004) on the selection split: start from the best
-    run, add the run that most improves the mean's accuracy, stop when none does."""
+    run, add the run that most improves the mean's accuracy, stop when none adds `min_gain`.
+    Runs that did not learn (macro-F1 under 0.10) are never added: averaging in a near-constant
+    predictor can flip a few close calls on PublicTest, a gain that is noise."""
+    from sklearn.metrics import f1_score
+
     def acc(members: list[str]) -> float:
         return float((np.mean([probs[m] for m in members], 0).argmax(1) == labels).mean())
 
-    chosen = [max(sorted(probs), key=lambda n: acc([n]))]
+    usable = [n for n in sorted(probs) if f1_score(labels, probs[n].argmax(1), average="macro",
+                                                   zero_division=0) >= LEARNED_MACRO_F1]
+    chosen = [max(usable or sorted(probs), key=lambda n: acc([n]))]
     while True:
-        rest = [n for n in sorted(probs) if n not in chosen]
+        rest = [n for n in usable if n not in chosen]
         if not rest:
             return chosen
         nxt = max(rest, key=lambda n: acc([*chosen, n]))
-        if acc([*chosen, nxt]) <= acc(chosen):
+        if acc([*chosen, nxt]) < acc(chosen) + min_gain:
             return chosen
         chosen.append(nxt)
 

@@ -121,6 +121,27 @@ def test_greedy_ensemble_grows_only_while_publictest_improves():
     c = eye[[5, 5, 5, 5]]  # never right
     assert greedy_ensemble({"a": a, "b": b, "c": c}, y) == ["a", "b"]
     assert greedy_ensemble({"c": c}, y) == ["c"]
+    # a gain smaller than min_gain is noise: the ensemble stays one run
+    assert greedy_ensemble({"a": a, "b": b}, y, min_gain=0.5) == ["a"]
+
+
+def test_a_run_that_did_not_learn_joins_no_ensemble():
+    """Averaging in a near-constant predictor flipped close calls on PublicTest and won the
+    real leaderboard by three faces; such a run is left out of greedy ensembles."""
+    from fer_study.leaderboard import greedy_ensemble
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 700)
+    good = np.full((700, 7), 0.1)
+    good[np.arange(700), y] = 0.2  # right by a margin...
+    zero = y == 0
+    good[zero, 1] = 0.21  # ...except on class 0, wrong by a hair
+    lazy = np.full((700, 7), 0.14)
+    lazy[:, 0] = 0.16  # class 0 for every face, tipping exactly those close calls
+    both = (good + lazy) / 2
+    assert (both.argmax(1) == y).mean() > (good.argmax(1) == y).mean() + 0.1  # the lure
+    assert greedy_ensemble({"good": good, "lazy": lazy}, y, min_gain=0.0)[0] == "good"
+    assert "lazy" not in greedy_ensemble({"good": good, "lazy": lazy}, y, min_gain=0.0)
 
 
 def test_spec_file_drives_the_cli_with_intervals_and_paired_tests(two_seeds, tmp_path):
