@@ -94,7 +94,8 @@ def _ablation(res: Mapping) -> list[str]:
         what = r["run"].replace(f"{ref}", "reference").replace("vgg_style_w16_e30_", "")
         parts.append(f"`{what}` (TTA `{r['TTA']}`) {d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: "
                      f"{'a tie' if str(r['verdict']).startswith('tie') else 'differs'}")
-    return [f"**Ablation** (reduced budget, against `{ref}` without TTA, on {REP}; "
+    return [f"**Ablation** (reduced budget; each run against `{ref}` under the same TTA, "
+            f"the reference's TTA against none; {REP}; "
             f"`results/ablation.json`): " + "; ".join(parts) + "."]
 
 

@@ -194,6 +194,8 @@ def test_reference_tests_compare_every_run_with_the_reference(two_seeds):
     assert set(rows) == {("s0", "none"), ("s0", "flip"), ("s1", "none"), ("s1", "flip")}
     assert rows[("s0", "none")]["PrivateTest diff vs reference (points)"] == 0.0
     assert "verdict" not in rows[("s0", "none")]
+    assert rows[("s1", "flip")]["against"] == "s0 (flip)"  # one change at a time
+    assert rows[("s0", "flip")]["against"] == "s0 (none)"
     r = rows[("s1", "none")]
     assert r["PrivateTest diff vs reference (points)"] == pytest.approx(
         100 * (r["PrivateTest acc"] - rows[("s0", "none")]["PrivateTest acc"]), abs=0.01)
