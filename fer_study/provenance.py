@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -95,17 +96,32 @@ def finite(obj):
     return obj
 
 
+_HOME = str(Path.home())
+_TMP = re.compile(r"(?<![\w.])(?:/tmp|/var/folders|/private/var/folders)/[^\s'\"\\]*")
+
+
+def scrub_paths(text: str, temp: bool = False) -> str:
+    """`text` with this machine's paths taken out: the repository's absolute path made
+    relative, the home folder as ``~``, and with `temp` temporary files as ``<tmp>``
+    (notebook output only: a results file may name a temporary run a test reads back)."""
+    text = text.replace(_ROOT_PREFIX, "").replace(str(REPO_ROOT), ".")
+    if _HOME not in ("/", ""):
+        text = re.sub(re.escape(_HOME) + r"(?=/|\b)", "~", text)
+    return _TMP.sub("<tmp>", text) if temp else text
+
+
 def portable(obj):
     """Every string naming a file inside the repository by its absolute path, relative to
-    the repository, recursively: what the package writes reads the same on every machine."""
+    the repository (and the home folder as ``~``), recursively: what the package writes
+    reads the same on every machine."""
     if isinstance(obj, dict):
         return {k: portable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [portable(v) for v in obj]
     if isinstance(obj, Path):
         obj = str(obj)
-    if isinstance(obj, str) and obj.startswith(_ROOT_PREFIX):
-        return obj[len(_ROOT_PREFIX):]
+    if isinstance(obj, str):
+        return scrub_paths(obj)
     return obj
 
 

@@ -59,11 +59,39 @@ def _load_manifest(path: Path) -> dict:
     return {"stages": {}}
 
 
+def scrub_notebook(ipynb: Path) -> None:
+    """Take this machine's paths out of an executed notebook's outputs (warnings, printed
+    paths, tracebacks name files by absolute path): the executed copies are committed."""
+    import nbformat
+
+    from fer_study.provenance import scrub_paths
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+
+    def clean(v):
+        if isinstance(v, str):
+            return scrub_paths(v, temp=True)
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            for key in ("text", "traceback", "evalue"):
+                if key in out:
+                    out[key] = clean(out[key])
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in out.get("data", {}):
+                    out["data"][mime] = clean(out["data"][mime])
+    nbformat.write(nb, str(ipynb))
+
+
 def render_html(ipynb: Path) -> Path:
     """An HTML copy of an executed notebook, next to it."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    scrub_notebook(ipynb)
     nb = nbformat.read(str(ipynb), as_version=4)
     exporter = HTMLExporter()
     exporter.log.setLevel("ERROR")  # not one warning per figure about missing alt text

@@ -31,9 +31,18 @@ def test_ablation_rows_are_ties_or_differences_as_their_tests_say():
          "verdict": "tie (no significant difference)"},
         {"run": "ref", "TTA": "tencrop", "PrivateTest diff vs reference (points)": 1.9,
          "PrivateTest diff 95% CI": [1.1, 2.7], "verdict": "differ"}]}
-    (line,) = conclusions({"ablation": abl})
-    assert "`ablate_no_crop_s0` (TTA `none`) -0.4 points [-1.2, +0.5]: a tie" in line
-    assert "`reference` (TTA `tencrop`) +1.9 points [+1.1, +2.7]: differs" in line
+    abl["reference"] = "vgg_style_w16_e30_float32_s0"
+    for r in abl["reference_tests"]:
+        r["run"] = r["run"].replace("ref", abl["reference"])
+    abl["reference_tests"].append(
+        {"run": "vgg_style_w16_e30_ablate_no_augmentation_s0", "TTA": "none",
+         "PrivateTest diff vs reference (points)": 2.5, "PrivateTest diff 95% CI": [1.4, 3.6],
+         "verdict": "differ"})
+    line, negative = conclusions({"ablation": abl})
+    assert "`no crop` -0.4 points [-1.2, +0.5]: a tie" in line
+    assert "TTA `tencrop` +1.9 points [+1.1, +2.7]: differs" in line
+    assert "`no augmentation` +2.5 points [+1.4, +3.6]: differs" in line
+    assert negative.startswith("Negative finding: at this budget `no augmentation` scored")
 
 
 def test_nothing_is_concluded_from_missing_or_synthetic_results():

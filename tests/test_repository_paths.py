@@ -63,3 +63,31 @@ def test_json_the_package_writes_names_repository_files_relative(tmp_path):
     assert d == {"data": "data/fer2013.csv", "runs": ["runs/x"],
                  "nested": {"path": "reports/results/a.json"},
                  "outside": "/elsewhere/fer2013.csv", "text": "made from data/fer2013.csv"}
+
+
+def test_executed_notebooks_lose_the_machine_paths_their_outputs_print(tmp_path):
+    """Warnings, tracebacks and printed run folders name absolute paths; the executed
+    copies are committed, so the runner scrubs them (repository, home, temporary files)."""
+    import nbformat
+
+    from fer_study.provenance import REPO_ROOT
+    from fer_study.study import scrub_notebook
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", text=f"model run: {REPO_ROOT}/runs/x\n"),
+        nbformat.v4.new_output("stream", name="stderr",
+                               text=f"{Path.home()}/.keras/models/w.h5 missing; "
+                                    "Saved artifact at /tmp/fer_study_export_ab1/saved_model\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"'{REPO_ROOT}'"}),
+        nbformat.v4.new_output("error", ename="E", evalue="bad",
+                               traceback=[f"File {REPO_ROOT}/fer_study/models.py:1"])]
+    nb.cells = [cell]
+    f = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(f))
+    scrub_notebook(f)
+    text = f.read_text()
+    assert str(REPO_ROOT) not in text and "/tmp/fer_study_export" not in text
+    assert "model run: runs/x" in text and "~/.keras/models/w.h5" in text
+    assert "Saved artifact at <tmp>" in text and "File fer_study/models.py:1" in text
