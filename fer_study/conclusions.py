@@ -13,6 +13,7 @@ from typing import Any
 
 from fer_study.comparison import pretrained_vs_scratch
 from fer_study.markdown import fmt
+from fer_study.models import REGISTRY
 from fer_study.results import BEST_MODELS, COMPARISON
 
 __all__ = ["conclusions", "conclusions_section"]
@@ -20,8 +21,8 @@ __all__ = ["conclusions", "conclusions_section"]
 SEL, REP = "PublicTest", "PrivateTest"
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "?" if x is None else f"{100 * x:.1f}%"
 
 
 def _best_models(res: Mapping) -> list[str]:
@@ -30,9 +31,15 @@ def _best_models(res: Mapping) -> list[str]:
     if not sel:
         return []
     lo, hi = sel.get(f"{REP} acc 95% CI") or (None, None)
-    out = [f"**The best model is trained from scratch on FER2013 alone.** The leaderboard's "
-           f"selection on {SEL} is `{res.get('selected')}` (TTA `{res.get('selected_tta')}`): "
-           f"{REP} {_pct(sel[f'{REP} acc'])} (95% interval {_pct(lo)}–{_pct(hi)}), macro-F1 "
+    ci = f" (95% interval {_pct(lo)}–{_pct(hi)})" if lo is not None else ""
+    members = [run.get("config", {}).get("model") for name, run in
+               (res.get("runs") or {}).items() if name in (res.get("selected_runs") or [])]
+    scratch = bool(members) and all(m in REGISTRY and not REGISTRY[m].is_transfer
+                                    for m in members)
+    lead = ("**The best model is trained from scratch on FER2013 alone.** " if scratch
+            else "")
+    out = [f"{lead}The leaderboard's selection on {SEL} is `{res.get('selected')}` (TTA "
+           f"`{res.get('selected_tta')}`): {REP} {_pct(sel.get(f'{REP} acc'))}{ci}, macro-F1 "
            f"{fmt(sel.get(f'{REP} macro-F1'))} (`results/{BEST_MODELS}.json`)."]
     seeds = [r for r in res.get("seed_table") or [] if r.get("TTA") == res.get("selected_tta")]
     if seeds:
