@@ -100,13 +100,17 @@ def _ablation(res: Mapping) -> list[str]:
         d = r.get(f"{REP} diff vs reference (points)")
         lo, hi = r.get(f"{REP} diff 95% CI") or (None, None)
         tie = str(r["verdict"]).startswith("tie")
-        what = (f"TTA `{r['TTA']}`" if r["run"] == ref else
-                "`" + r["run"].split("ablate_")[-1].removesuffix("_s0").replace("_", " ") + "`")
+        if r["run"] == ref:
+            what = f"TTA `{r['TTA']}`"
+        elif r["run"].rsplit("_s", 1)[0] == str(ref).rsplit("_s", 1)[0]:
+            what = f"another seed (`{r['run']}`, the seed noise)"
+        else:
+            what = "`" + r["run"].split("ablate_")[-1].removesuffix("_s0").replace("_", " ") + "`"
         parts.append(f"{what} {d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: "
                      f"{'a tie' if tie else 'differs'}")
-        if not tie and d > 0 and r["run"] != ref:
+        if not tie and d > 0 and r["run"] != ref and "seed" not in what:
             helped.append(what)
-    out = [f"**Ablation** (reduced budget: width 16, 30 epochs, one seed; against `{ref}`, on "
+    out = [f"**Ablation** (reduced budget: width 16, 30 epochs, one seed per change; against `{ref}`, on "
            f"{REP}, paired; `results/ablation.json`): " + "; ".join(parts) + "."]
     if helped:
         out.append("Negative finding: at this budget " + ", ".join(helped) + " scored higher "

@@ -38,7 +38,12 @@ def test_ablation_rows_are_ties_or_differences_as_their_tests_say():
         {"run": "vgg_style_w16_e30_ablate_no_augmentation_s0", "TTA": "none",
          "PrivateTest diff vs reference (points)": 2.5, "PrivateTest diff 95% CI": [1.4, 3.6],
          "verdict": "differ"})
+    abl["reference_tests"].append(
+        {"run": "vgg_style_w16_e30_float32_s1", "TTA": "none",
+         "PrivateTest diff vs reference (points)": -0.4, "PrivateTest diff 95% CI": [-1.4, 0.7],
+         "verdict": "tie (no significant difference)"})
     line, negative = conclusions({"ablation": abl})
+    assert "another seed (`vgg_style_w16_e30_float32_s1`, the seed noise) -0.4" in line
     assert "`no crop` -0.4 points [-1.2, +0.5]: a tie" in line
     assert "TTA `tencrop` +1.9 points [+1.1, +2.7]: differs" in line
     assert "`no augmentation` +2.5 points [+1.4, +3.6]: differs" in line
