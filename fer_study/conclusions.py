@@ -110,8 +110,8 @@ def _ablation(res: Mapping) -> list[str]:
                      f"{'a tie' if tie else 'differs'}")
         if not tie and d > 0 and r["run"] != ref and "seed" not in what:
             helped.append(what)
-    out = [f"**Ablation** (reduced budget: width 16, 30 epochs, one seed per change; against `{ref}`, on "
-           f"{REP}, paired; `results/ablation.json`): " + "; ".join(parts) + "."]
+    out = [f"**Ablation** (reduced budget: width 16, 30 epochs, one seed per change; against "
+           f"`{ref}`, on {REP}, paired; `results/ablation.json`): " + "; ".join(parts) + "."]
     if helped:
         out.append("Negative finding: at this budget " + ", ".join(helped) + " scored higher "
                    "than the full recipe, so that ingredient costs accuracy over 30 epochs; "
