@@ -5,11 +5,13 @@ each pretrained model next to its from-scratch twin."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fer_study.labels import CHANCE_ACCURACY, EMOTIONS
 from fer_study.markdown import fmt
 from fer_study.results import HUMAN_ACCURACY, HUMAN_SOURCE, describe_data, split_names
+from fer_study.runs import runs_command
 
 
 def run_summary(metrics: dict, tta: str = "none") -> dict:
@@ -137,10 +139,10 @@ def committed_run_result(run_dir: str, metrics: Mapping) -> dict:
     """A committed run (`configs/runs`, `make runs`) shaped like a training notebook's
     results, so notebooks 02 and 04 show it beside the study's own runs. Its row is named
     for the run folder: several committed runs share a model."""
-    name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    name = Path(run_dir).name
     return {"status": "ok", "model": name, "run_dir": run_dir, "committed": True,
             "summary": {**run_summary(dict(metrics)), "model": name},
             "methods": {**methods_row(dict(metrics)), "model": name},
             "protocol": metrics["protocol"], "metrics": metrics["splits"],
             "config": metrics["config"], "data": metrics["data"],
-            "command": f"make runs NAMES={name}"}
+            "command": runs_command([run_dir])}

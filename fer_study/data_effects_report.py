@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from fer_study.evaluate import TTA_MODES, predict_probs
 from fer_study.markdown import fmt, md_table
 from fer_study.provenance import repo_relative, stamp, write_json
 from fer_study.results import project_path
+from fer_study.runs import runs_command
 from fer_study.stats import mcnemar, verdict
 
 NAME = "data_effects"
@@ -35,11 +35,6 @@ LEADERBOARD = "reports/results/best_models.json"
 # Two committed runs (configs/runs/) that differ only in dropping FER+ non-faces from Training.
 NONFACE_PAIR = ("runs/vgg_style_w16_s0", "runs/vgg_style_w16_nonfacesdropped_s0")
 TITLE = "Data effects: leaked test faces, FER+ labels, non-faces"
-
-
-def runs_command(runs: Sequence[str]) -> str:
-    """The command that trains committed runs (by their folder names)."""
-    return 'make runs NAMES="' + " ".join(Path(r).name for r in runs) + '"'
 
 
 def model_specs(board: Mapping | None, shipped: bool = True) -> list[dict]:

@@ -31,7 +31,8 @@ from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
 from fer_study.labels import IMAGE_SIZE
 from fer_study.provenance import stamp, write_json
 from fer_study.report import split_names
-from fer_study.stats import bootstrap_ci, mcnemar, paired_bootstrap, verdict
+from fer_study.runs import runs_command
+from fer_study.stats import METRICS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
 from fer_study.train import reproduce_command
 
 SELECT, REPORT = "PublicTest", "PrivateTest"
@@ -102,13 +103,11 @@ def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray,
     run, add the run that most improves the mean's accuracy, stop when none adds `min_gain`.
     Runs that did not learn (macro-F1 under 0.10) are never added: averaging in a near-constant
     predictor can flip a few close calls on PublicTest, a gain that is noise."""
-    from sklearn.metrics import f1_score
-
     def acc(members: list[str]) -> float:
         return float((np.mean([probs[m] for m in members], 0).argmax(1) == labels).mean())
 
-    usable = [n for n in sorted(probs) if f1_score(labels, probs[n].argmax(1), average="macro",
-                                                   zero_division=0) >= LEARNED_MACRO_F1]
+    usable = [n for n in sorted(probs)
+              if METRICS["macro_f1"](labels, probs[n].argmax(1)) >= LEARNED_MACRO_F1]
     chosen = [max(usable or sorted(probs), key=lambda n: acc([n]))]
     while True:
         rest = [n for n in usable if n not in chosen]
@@ -372,7 +371,7 @@ def leaderboard_from_spec(spec: str | Path | Mapping, data: str | Dataset | None
                             reference=spec.get("reference") if spec.get("reference") in done
                             else None)
     res["runs_not_finished"] = [
-        {"run": r, "command": f"make runs NAMES={Path(r).name}" if r in spec["runs"]
+        {"run": r, "command": runs_command([r]) if r in spec["runs"]
          else "make study PROFILE=cpu DATA=" + str(spec["data"])} for r in missing]
     if spec.get("title"):  # a spec other than the best-model table (ablation, parity)
         res["title"] = spec["title"]
@@ -393,8 +392,8 @@ def _cmd(args) -> int:
         spec = read_spec(args.spec)
         listed = [*spec["runs"], *spec.get("study_runs", [])]
         if not any((Path(r) / "metrics.json").is_file() for r in listed):
-            print(f"{args.spec}: no run has finished yet, nothing to score (make runs NAMES="
-                  + " ".join(Path(r).name for r in spec["runs"]) + ")")
+            print(f"{args.spec}: no run has finished yet, nothing to score "
+                  f"({runs_command(spec['runs'])})")
             return 0
         res = leaderboard_from_spec(spec, args.data)
         output = args.output or spec.get("output", DEFAULT_OUTPUT)

@@ -228,7 +228,7 @@ def run_training(cfg: Any, dataset: Any = None) -> Any:
     from dataclasses import replace
 
     from fer_study.run_options import settings_from_env
-    from fer_study.train import EXECUTION_FIELDS, RunConfig, portable_config, train
+    from fer_study.train import EXECUTION_FIELDS, saved_config, train
 
     cfg = replace(cfg, **settings_from_env())  # `study --devices ...`
     cfg.validate()  # before the run folder is touched
@@ -236,7 +236,7 @@ def run_training(cfg: Any, dataset: Any = None) -> Any:
     overwrite = False
     if cfg_file.is_file():
         # fields added to RunConfig since the run started read as their defaults (as train())
-        old = portable_config({**RunConfig().to_json(), **json.loads(cfg_file.read_text())})
+        old = saved_config(cfg_file)
         new = json.loads(json.dumps(cfg.to_json()))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if set(changed) <= {"run_dir", "verbose", *EXECUTION_FIELDS}:
@@ -337,21 +337,21 @@ def committed_runs(spec: str | os.PathLike | None, data_sha256: str | None
         return {}, []
     from fer_study.comparison import committed_run_result
     from fer_study.leaderboard import read_spec
+    from fer_study.runs import runs_command
 
     done, todo = {}, []
     for run in read_spec(project_path(spec))["runs"]:
         f = project_path(run) / "metrics.json"
-        name = Path(run).name
         if not f.is_file():
-            todo.append({"run": run, "command": f"make runs NAMES={name}"})
+            todo.append({"run": run, "command": runs_command([run])})
             continue
         metrics = json.loads(f.read_text())
         sha = (metrics.get("data") or {}).get("sha256")
         if data_sha256 and sha and sha != data_sha256:
-            todo.append({"run": run, "command": f"make runs NAMES={name}",
+            todo.append({"run": run, "command": runs_command([run]),
                          "reason": "trained on other data than this study"})
             continue
-        done[name] = committed_run_result(run, metrics)
+        done[Path(run).name] = committed_run_result(run, metrics)
     return done, todo
 
 

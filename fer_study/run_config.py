@@ -13,7 +13,7 @@ from fer_study.errors import ConfigError
 from fer_study.labels import IMAGE_SIZE, SPLITS
 from fer_study.models import REGISTRY
 from fer_study.precision import PRECISIONS
-from fer_study.provenance import repo_relative
+from fer_study.provenance import portable
 from fer_study.validation import Rule, between, field_problems
 
 # Where and how a run executes, not what it computes: a run resumes when only these changed.
@@ -99,9 +99,10 @@ class RunConfig:
         return self
 
     def to_json(self) -> dict:
-        """The config as saved (config.json, metrics.json, results): file fields inside the
-        repository relative to it, so a committed result never names the machine's paths."""
-        return portable_config(asdict(self))
+        """The config as saved (config.json, metrics.json, results): paths as `write_json`
+        writes them (:func:`fer_study.provenance.portable`), so a saved config compares equal
+        to its object and a committed result never names the machine's paths."""
+        return portable(asdict(self))
 
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:
@@ -158,10 +159,7 @@ def reproduce_command(cfg: dict, data_arg: str = "data/fer2013.csv") -> str:
     return " ".join(parts)
 
 
-PATH_FIELDS = ("data", "ferplus", "teacher", "run_dir")
-
-
-def portable_config(d: dict) -> dict:
-    """A saved config's file fields repository-relative (see RunConfig.to_json)."""
-    return {k: repo_relative(v) if k in PATH_FIELDS and isinstance(v, str) and v != "synthetic"
-            and Path(v).is_absolute() else v for k, v in d.items()}
+def saved_config(cfg_file: Path) -> dict:
+    """A run folder's config.json as it compares with ``RunConfig.to_json()``: fields added to
+    RunConfig since the run started read as their defaults, file fields as saved now."""
+    return portable({**RunConfig().to_json(), **json.loads(Path(cfg_file).read_text())})

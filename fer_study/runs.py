@@ -11,6 +11,7 @@ across sessions, and a new machine restarts from the committed configs alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,12 @@ class TeacherSpec:
     data: str
     output: str
     tta: str = "flip"
+
+
+def runs_command(runs: Sequence[str | Path]) -> str:
+    """The command that trains committed runs (by their folder names); several are quoted."""
+    names = [Path(r).name for r in runs]
+    return "make runs NAMES=" + (names[0] if len(names) == 1 else '"' + " ".join(names) + '"')
 
 
 def run_configs(config_dir: Path = CONFIG_DIR) -> dict[str, dict]:

@@ -59,7 +59,7 @@ def _load_manifest(path: Path) -> dict:
     return {"stages": {}}
 
 
-def scrub_notebook(ipynb: Path) -> None:
+def scrub_notebook(ipynb: Path) -> Any:
     """Take this machine's paths out of an executed notebook's outputs (warnings, printed
     paths, tracebacks name files by absolute path): the executed copies are committed."""
     import nbformat
@@ -84,15 +84,14 @@ def scrub_notebook(ipynb: Path) -> None:
                 if mime in out.get("data", {}):
                     out["data"][mime] = clean(out["data"][mime])
     nbformat.write(nb, str(ipynb))
+    return nb
 
 
 def render_html(ipynb: Path) -> Path:
     """An HTML copy of an executed notebook, next to it."""
-    import nbformat
     from nbconvert import HTMLExporter
 
-    scrub_notebook(ipynb)
-    nb = nbformat.read(str(ipynb), as_version=4)
+    nb = scrub_notebook(ipynb)
     exporter = HTMLExporter()
     exporter.log.setLevel("ERROR")  # not one warning per figure about missing alt text
     body, _ = exporter.from_notebook_node(nb)

@@ -43,8 +43,8 @@ from fer_study.provenance import stamp, write_json
 from fer_study.run_config import (  # noqa: F401  re-exported: the config lives beside train()
     EXECUTION_FIELDS,
     RunConfig,
-    portable_config,
     reproduce_command,
+    saved_config,
 )
 from fer_study.tracking import log_finished_run, open_run
 
@@ -257,7 +257,7 @@ def train(cfg: RunConfig, dataset: Dataset | None = None, overwrite: bool = Fals
 def _refuse_other_config(cfg: RunConfig, cfg_file: Path) -> None:
     """A run folder belongs to one config. Fields added to RunConfig after a run started
     read as their defaults, so a run resumes across package versions that only add options."""
-    old = portable_config({**RunConfig().to_json(), **json.loads(cfg_file.read_text())})
+    old = saved_config(cfg_file)
     changed = sorted(k for k in set(old) | set(cfg.to_json())
                      if old.get(k) != cfg.to_json().get(k) and k not in EXECUTION_FIELDS)
     if changed:

@@ -24,9 +24,9 @@ def machine_paths(text: str) -> list[str]:
 
 
 def test_the_pattern_finds_machine_paths_and_ignores_urls():
-    found = machine_paths('{"path": "/work/main/data/fer2013.csv"}\nsaved to /tmp/x.png '
+    found = machine_paths('{"path": "/work/another-clone/data/fer2013.csv"}\nsaved to /tmp/x.png '
                           "cwd=/home/me/fc (/root/.keras/models/w.h5)")
-    assert found == ["/work/main/data/fer2013.csv", "/tmp/x.png", "/home/me/fc",
+    assert found == ["/work/another-clone/data/fer2013.csv", "/tmp/x.png", "/home/me/fc",
                      "/root/.keras/models/w.h5"]
     assert machine_paths("https://github.com/home/tmp/x and data/fer2013.csv and ~/.cache") \
         == []

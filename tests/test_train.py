@@ -259,7 +259,8 @@ def test_saved_configs_name_repository_files_relative_to_it():
     machine's repository path (the study passes absolute paths), and a run saved that way
     still resumes under the relative form."""
     from fer_study.provenance import REPO_ROOT
-    from fer_study.train import RunConfig, portable_config
+    from fer_study.provenance import portable as portable_config
+    from fer_study.train import RunConfig
 
     cfg = RunConfig(model="vgg_style", data=str(REPO_ROOT / "data" / "fer2013.csv"),
                     ferplus=str(REPO_ROOT / "data" / "fer2013new.csv"),
