@@ -89,6 +89,13 @@ def _scratch_vs_transfer(comp: Mapping, best: Mapping | None) -> list[str]:
     return out
 
 
+def _change(run: str) -> str:
+    """What an ablation run changes, from its name (configs/runs/*_ablate_<change>_s0)."""
+    if "nonfacesdropped" in run:
+        return "drop FER+ non-faces"
+    return run.split("ablate_")[-1].removesuffix("_s0").replace("_", " ")
+
+
 def _ablation(res: Mapping) -> list[str]:
     ref = res.get("reference")
     rows = [r for r in res.get("reference_tests") or [] if "verdict" in r
@@ -105,7 +112,7 @@ def _ablation(res: Mapping) -> list[str]:
         elif r["run"].rsplit("_s", 1)[0] == str(ref).rsplit("_s", 1)[0]:
             what = f"another seed (`{r['run']}`, the seed noise)"
         else:
-            what = "`" + r["run"].split("ablate_")[-1].removesuffix("_s0").replace("_", " ") + "`"
+            what = f"`{_change(r['run'])}`"
         parts.append(f"{what} {d:+.1f} points [{lo:+.1f}, {hi:+.1f}]: "
                      f"{'a tie' if tie else 'differs'}")
         if not tie and d > 0 and r["run"] != ref and "seed" not in what:

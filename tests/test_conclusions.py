@@ -42,7 +42,12 @@ def test_ablation_rows_are_ties_or_differences_as_their_tests_say():
         {"run": "vgg_style_w16_e30_float32_s1", "TTA": "none",
          "PrivateTest diff vs reference (points)": -0.4, "PrivateTest diff 95% CI": [-1.4, 0.7],
          "verdict": "tie (no significant difference)"})
+    abl["reference_tests"].append(
+        {"run": "vgg_style_w16_e30_nonfacesdropped_s0", "TTA": "none",
+         "PrivateTest diff vs reference (points)": 0.2, "PrivateTest diff 95% CI": [-0.8, 1.2],
+         "verdict": "tie (no significant difference)"})
     line, negative = conclusions({"ablation": abl})
+    assert "`drop FER+ non-faces` +0.2 points [-0.8, +1.2]: a tie" in line
     assert "another seed (`vgg_style_w16_e30_float32_s1`, the seed noise) -0.4" in line
     assert "`no crop` -0.4 points [-1.2, +0.5]: a tie" in line
     assert "TTA `tencrop` +1.9 points [+1.1, +2.7]: differs" in line

@@ -420,7 +420,8 @@ def test_ethics_published_and_data_effects_sections(tmp_path):
     # data effects: not run yet, with the commands that make them
     effects = md[md.index("## Data effects"):]
     assert "Not run yet: `python -m fer_study data-effects" in effects
-    assert 'make runs NAMES="vgg_style_w16_s0 vgg_style_w16_nonfacesdropped_s0"' in effects
+    assert ('make runs NAMES="vgg_style_w16_e30_float32_s0 '
+            'vgg_style_w16_e30_nonfacesdropped_s0"') in effects
     # the synthetic demo has neither FER2013 comparison
     md = build_report(_fixture(tmp_path / "demo")).read_text()
     assert "## Published FER2013" not in md and "## Data effects" not in md
