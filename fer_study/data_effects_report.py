@@ -105,7 +105,7 @@ def measure(data: str, ferplus: str | None = None, leaderboard: str | None = LEA
             shipped: bool = True, nonface_pair: Sequence[str] = NONFACE_PAIR,
             progress: bool = True) -> dict:
     """The data-effects results (see the module doc)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
     ds = load_dataset(data)
     votes = load_ferplus(ferplus) if ferplus else None

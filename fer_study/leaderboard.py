@@ -124,7 +124,7 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
                       ttas: Sequence[str] = TTA_MODES, progress: bool = True,
                       greedy: bool = False, reference: str | None = None) -> dict:
     """Score runs and ensembles under each TTA mode; select on PublicTest. See module doc."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
     from fer_study.models import load_model
 

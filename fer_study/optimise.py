@@ -55,7 +55,7 @@ def optimisation_table(model_file: str | os.PathLike, out_dir: str | os.PathLike
                        representative: np.ndarray | None = None,
                        train: tuple[np.ndarray, np.ndarray] | None = None,
                        variants: Sequence[str] = VARIANTS,
-                       sparsities: Sequence[float] = (0.5, 0.75, 0.9), epochs: int = 1,
+                       sparsities: Sequence[float] = (0.0, 0.5, 0.75, 0.9), epochs: int = 1,
                        batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
                        latency_calls: int = 50, progress: bool = True):
     """Size, latency and accuracy of `model_file` as Keras, as TFLite `variants` and pruned to
@@ -110,7 +110,10 @@ def optimisation_table(model_file: str | os.PathLike, out_dir: str | os.PathLike
             name = f"{model_file.stem}_pruned{round(step * 100)}"
             entry = export_tflite(res.model, out, ["float32"], name=name)["variants"]["float32"]
             pruning.append(res.summary())
-            rows.append(tflite_row(f"pruned {step:.0%} + fine-tune, tflite float32", entry,
+            # 0%: the fine-tuning alone, the control that separates its effect from pruning's
+            label = ("fine-tune only (0% pruned, control)" if step == 0
+                     else f"pruned {step:.0%} + fine-tune")
+            rows.append(tflite_row(f"{label}, tflite float32", entry,
                                    sparsity=step, achieved_sparsity=res.achieved,
                                    accuracy_before_fine_tune=res.check_accuracy_before,
                                    fine_tune_images=res.fine_tune_images,

@@ -32,8 +32,8 @@ MobileNetV2 at 96 px 8 / 11 ms; EfficientNet-Lite0 at 112 px 12 / 18 ms (~0.73x 
   the start, with a one-epoch warm-up and BatchNorm momentum 0.9 (what random weights
   need). The committed runs of `configs/leaderboard.json` (`make runs`) join the ranking in
   notebook 04. Notebook 06 prunes the shipped model to three sparsities, each fine-tuned
-  one epoch on 8,000 random Training faces (~2-3 min in all). Needs --data
-  path/to/fer2013.csv.
+  one epoch on 8,000 random Training faces, beside an unpruned fine-tune as the control
+  (~3-4 min in all). Needs --data path/to/fer2013.csv.
 * full: the capstone's GPU protocol: all Training images, backbones at 224x224, a frozen
   warm-up then fine-tuning of all layers, 30 epochs with early stopping; baseline 60 epochs.
   On N GPUs: `study --devices all` (make study ARGS="--devices all") trains each stage

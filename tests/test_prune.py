@@ -122,11 +122,15 @@ def test_optimisation_table_measures_every_variant_the_same_way(faces, tmp_path)
     _tiny_model().save(model_file)
     df = optimisation_table(model_file, tmp_path / "out", {"PrivateTest": (x[:48], y[:48]),
                                                            "PublicTest": (x[48:], y[48:])},
-                            train=(x, y), variants=["float32"], sparsities=[0.9], epochs=1,
-                            latency_calls=3, progress=False)
+                            train=(x, y), variants=["float32"], sparsities=[0.0, 0.9],
+                            epochs=1, latency_calls=3, progress=False)
     assert list(df["variant"]) == ["keras float32", "tflite float32",
+                                   "fine-tune only (0% pruned, control), tflite float32",
                                    "pruned 90% + fine-tune, tflite float32"]
-    keras_row, dense, pruned = df.to_dict("records")
+    keras_row, dense, control, pruned = df.to_dict("records")
+    # the control is fine-tuned like the pruned model but keeps every weight
+    assert control["achieved_sparsity"] == 0.0 and control["fine_tune_images"] == len(y)
+    assert control["gzip_kb"] > 0.9 * dense["gzip_kb"]
     assert dense["agreement"] == 1.0 and dense["accuracy PrivateTest"] == \
         keras_row["accuracy PrivateTest"]
     assert pruned["achieved_sparsity"] == pytest.approx(0.9, abs=1e-3)
@@ -135,7 +139,7 @@ def test_optimisation_table_measures_every_variant_the_same_way(faces, tmp_path)
     assert pruned["gzip_kb"] < 0.6 * dense["gzip_kb"]
     assert all(0 <= r["accuracy PublicTest"] <= 1 and r["latency_ms"] > 0
                for r in df.to_dict("records"))
-    assert df.attrs["pruning"][0]["sparsity"] == 0.9
+    assert [p["sparsity"] for p in df.attrs["pruning"]] == [0.0, 0.9]
     assert (tmp_path / "out" / "tiny_pruned90_float32.tflite").is_file()
     fig = optimisation_tradeoff(df.to_dict("records"), "accuracy PrivateTest")
     assert len(fig.axes) == 2
