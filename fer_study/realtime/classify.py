@@ -33,7 +33,8 @@ from fer_study.export import (
     load_keras_model,
     model_input_size,
 )
-from fer_study.labels import IMAGE_SIZE, NUM_CLASSES
+from fer_study.labels import NUM_CLASSES
+from fer_study.model_input import crop_side
 from fer_study.realtime.faces import Box, RealtimeError
 
 # Crop margin per side, as a fraction of the detector's box: 0 gave the best emotion
@@ -58,20 +59,19 @@ def crop_faces(
     boxes: Sequence[Box],
     size: int,
     margin: float = DEFAULT_MARGIN,
-    native: int = IMAGE_SIZE,
 ) -> np.ndarray:
     """Square crops around ``boxes`` (grown by ``margin`` per side) -> (N, size, size, 1).
 
     Crops are square (side = the box's longer side) so faces are never stretched; parts
     outside the frame are filled by edge replication rather than clipped away.  Models
-    with inputs smaller than the ``native`` 48 px FER2013 face are trained and evaluated
-    on centre crops of it, so their crop is the matching centre part (side x size / 48).
+    with inputs smaller than the 48 px FER2013 face are trained and evaluated on centre
+    crops of it, so their crop is the matching centre part (:func:`model_input.crop_side`,
+    the rule evaluation follows).
     """
     out = np.empty((len(boxes), size, size, 1), np.float32)
     fh, fw = gray.shape[:2]
-    shrink = min(1.0, size / native)
     for i, b in enumerate(boxes):
-        side = max(b.w, b.h) * (1.0 + 2.0 * margin) * shrink
+        side = crop_side(max(b.w, b.h) * (1.0 + 2.0 * margin), size)
         cx, cy = b.x + b.w / 2.0, b.y + b.h / 2.0
         x0, y0 = round(cx - side / 2), round(cy - side / 2)
         x1, y1 = x0 + max(1, round(side)), y0 + max(1, round(side))
