@@ -31,7 +31,7 @@ LAYERS = {
     "cli": 4, "__main__": 4, "__init__": 4,
 }
 # Modules still above the size target, with the reason.
-OVERSIZE = {"serve/loadtest.py": "the load-test client and its report; to split next"}
+OVERSIZE: dict[str, str] = {}
 MAX_LINES = 520  # "about 500"
 
 

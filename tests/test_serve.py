@@ -26,14 +26,8 @@ from fer_study.labels import EMOTIONS
 from fer_study.serve import app as serve_app
 from fer_study.serve.app import LatestFrame, ServeConfig, create_app
 from fer_study.serve.engine import Engine, EngineConfig
-from fer_study.serve.loadtest import (
-    check_targets,
-    free_port,
-    memory_growth,
-    run_bad_uploads,
-    run_predict_clients,
-    run_stream_client,
-)
+from fer_study.serve.load_clients import run_bad_uploads, run_predict_clients, run_stream_client
+from fer_study.serve.loadtest import check_targets, free_port, memory_growth
 from fer_study.serve.samples import bad_uploads, multipart_body, sample_frame, sample_jpeg
 from fer_study.serve.uploads import UploadError, UploadLimits, decode_image, sniff_format
 

@@ -8,7 +8,8 @@ FastAPI, uvicorn and the model load only when a command runs.
 * :mod:`fer_study.serve.engine` - the shared model, detector pool, per-stream sessions;
 * :mod:`fer_study.serve.schemas` - response models (the OpenAPI docs);
 * :mod:`fer_study.serve.app` - the FastAPI app (:func:`~fer_study.serve.app.create_app`);
-* :mod:`fer_study.serve.loadtest` - the load benchmark;
+* :mod:`fer_study.serve.loadtest` - the load benchmark (its clients:
+  :mod:`fer_study.serve.load_clients`);
 * :mod:`fer_study.serve.samples` - a real one-face test frame and every kind of bad upload;
 * :mod:`fer_study.serve.commands` - the two subcommands.
 """
