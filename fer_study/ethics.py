@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fer_study.markdown import fmt
-from fer_study.results import COMPARISON, DATA_EXPLORATION
+from fer_study.results import BEST_MODELS, COMPARISON, DATA_EXPLORATION
 
 DATA_AND_CONSENT = (
     "**The data and consent.** FER2013 was made for the ICML 2013 representation-learning "
@@ -91,8 +91,7 @@ def limitations(results: Mapping[str, Mapping], synthetic: bool) -> list[str]:
         out.append("- Some runs used a subsample of Training (see 'train images' in the runs "
                    "table) and few epochs to fit a CPU budget; accuracies are lower bounds for "
                    "their architectures, not their best achievable results.")
-    out += ["- One seed per model: differences of about a percentage point between models are "
-            "within run-to-run variation and should not be read as rankings.",
+    out += [_seeds_line(results.get(BEST_MODELS) or {}),
             "- CPU latency was measured on the machine that ran the study, which may have been "
             "shared with other work; compare latencies within one report only.",
             "- FER2013's faces are low-resolution greyscale crops, mostly frontal; accuracy on "
@@ -107,3 +106,16 @@ def limitations(results: Mapping[str, Mapping], synthetic: bool) -> list[str]:
                    "accuracy hides its errors, so read the macro-F1 and per-class F1 too "
                    "(`results/01_data_exploration.json`).")
     return out + [""]
+
+
+def _seeds_line(board: Mapping) -> str:
+    """How many seeds stand behind the numbers: one per model unless a recipe has more."""
+    multi = [r for r in board.get("seed_table") or [] if r.get("TTA") == "none"]
+    if not multi:
+        return ("- One seed per model: differences of about a percentage point between models "
+                "are within run-to-run variation and should not be read as rankings.")
+    recipes = ", ".join(f"`{r.get('recipe')}` ({len(str(r.get('runs', '')).split(', '))} seeds)"
+                        for r in multi)
+    return (f"- Seeds: {recipes}; every other model has one seed, so differences of about a "
+            "percentage point between models are within run-to-run variation and should not "
+            "be read as rankings.")

@@ -15,6 +15,8 @@ tables are made from.
 from __future__ import annotations
 
 import json
+import os
+import re
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -117,6 +119,12 @@ def greedy_ensemble(probs: Mapping[str, np.ndarray], labels: np.ndarray,
         if acc([*chosen, nxt]) < acc(chosen) + min_gain:
             return chosen
         chosen.append(nxt)
+
+
+def _recipe_name(members: Sequence[str], model: str) -> str:
+    """A recipe's name for people: its runs' shared name without the seed suffix
+    (vgg_style_w32_s0, _s1 -> vgg_style_w32), else its model."""
+    return re.sub(r"_?s?$", "", os.path.commonprefix(list(members))) or model
 
 
 def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
@@ -230,7 +238,8 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
         for t in ttas:
             accs = {s: [float((probs[(m, t, s)].argmax(1) == ds.split(s)[1]).mean())
                         for m in members] for s in (SELECT, REPORT)}
-            seeds.append({"recipe": runs[members[0]]["config"]["model"], "runs": ", ".join(members),
+            seeds.append({"recipe": _recipe_name(members, runs[members[0]]["config"]["model"]),
+                          "runs": ", ".join(members),
                           "TTA": t,
                           **{f"{s} acc mean": statistics.mean(a) for s, a in accs.items()},
                           **{f"{s} acc sd": statistics.stdev(a) for s, a in accs.items()}})

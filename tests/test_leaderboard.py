@@ -58,6 +58,7 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
 
     # Two seeds of one recipe: a mean / sd row per TTA mode.
     assert [r["TTA"] for r in res["seed_table"]] == ["none", "flip"]
+    assert res["seed_table"][0]["recipe"] == "mini_xception"  # s0, s1 share no name: the model
     accs = [r["PublicTest acc"] for r in rows if r["model"].split(" ")[0] in ("s0", "s1")
             and r["TTA"] == "none"]
     assert res["seed_table"][0]["PublicTest acc mean"] == pytest.approx(np.mean(accs))
@@ -68,6 +69,20 @@ def test_selects_on_publictest_and_scores_ensembles(two_seeds):
                                                                     abs=1e-4)
     assert 0.0 <= res["runs"]["s0"]["training_accuracy"] <= 1.0
     assert res["runs"]["s0"]["training_accuracy_n"] == SIZES["Training"]
+
+
+def test_a_recipe_is_named_by_its_runs_shared_name_without_the_seed():
+    from fer_study.ethics import _seeds_line
+    from fer_study.leaderboard import _recipe_name
+
+    assert _recipe_name(["vgg_style_w32_s0", "vgg_style_w32_s1", "vgg_style_w32_s2"],
+                        "vgg_style") == "vgg_style_w32"
+    assert _recipe_name(["s0", "s1"], "mini_xception") == "mini_xception"
+    board = {"seed_table": [{"recipe": "vgg_style_w32", "TTA": "none",
+                             "runs": "vgg_style_w32_s0, vgg_style_w32_s1, vgg_style_w32_s2"},
+                            {"recipe": "vgg_style_w32", "TTA": "flip", "runs": "x, y, z"}]}
+    assert _seeds_line(board).startswith("- Seeds: `vgg_style_w32` (3 seeds); every other")
+    assert _seeds_line({}).startswith("- One seed per model")
 
 
 def test_recipe_ignores_seed_and_folder_only():
