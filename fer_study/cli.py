@@ -47,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data-effects": ("fer_study.data_effects_report", "add_data_effects_subcommand",
                      "measure leaked test faces, FER+ labels and non-faces on the study's "
                      "models; write their JSON"),
+    "time-study": ("fer_study.study_timing", "add_time_study_subcommand",
+                   "time `make study` for a profile in a fresh clone; write its timing JSON"),
     "runs": ("fer_study.runs", "add_runs_subcommand",
              "train the committed runs of configs/runs/ (resumable)"),
     "ship": ("fer_study.ship", "add_ship_subcommand",

@@ -26,6 +26,7 @@ from fer_study.results import (
     project_path,
     read_results,
 )
+from fer_study.study_timing import timing_line
 
 README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
@@ -78,6 +79,8 @@ def readme_results(results: dict[str, dict], root: Path) -> str:
     for name in ("benchmark_realtime", "benchmark_robustness", "benchmark_serve"):
         if results.get(name):
             out += [_benchmark_line(name, results[name]), ""]
+    for name in sorted(k for k in results if k.startswith("study_timing_")):
+        out += [timing_line(results[name]), ""]
     real = comp is not None and not is_synthetic(comp.get("data") or {})
     if real and results.get(DATA_EFFECTS):
         out += [_data_effects_line(results[DATA_EFFECTS]), ""]

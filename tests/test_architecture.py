@@ -22,7 +22,7 @@ LAYERS = {
     **dict.fromkeys(("results", "markdown", "comparison", "conclusions", "profiles", "plan",
                      "fingerprint", "study", "report", "readme", "citation", "notebook",
                      "leaderboard", "published", "ethics", "data_effects_report",
-                     "efficientnet_lite_check", "runs", "throughput"), 2),
+                     "efficientnet_lite_check", "runs", "throughput", "study_timing"), 2),
     # 3 deployment: TFLite export and runtime, real-time pipeline, serving
     **dict.fromkeys(("tflite", "export", "optimise", "realtime", "serve", "ship", "baselines",
                      "benchmarks"), 3),
