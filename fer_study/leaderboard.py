@@ -20,7 +20,7 @@ import re
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from fer_study.evaluate import TTA_MODES, metrics_from_probs, predict_probs
 from fer_study.labels import IMAGE_SIZE
 from fer_study.provenance import stamp, write_json
 from fer_study.report import split_names
+from fer_study.run_config import EXECUTION_FIELDS, RunConfig
 from fer_study.runs import runs_command
 from fer_study.stats import METRICS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
 from fer_study.train import reproduce_command
@@ -62,10 +63,21 @@ def _load_run(run_dir: Path) -> dict:
     return {"dir": run_dir, "name": run_dir.name, "config": cfg, "metrics": met}
 
 
+# What a field that a run's config.json lacks meant when that run was made: the field did
+# not exist yet. Training was float32 before the precision option; every other field's
+# default reproduces the behaviour from before it was added.
+_BEFORE_FIELD = {"precision": "float32"}
+# Where and how a run executed, not what it computed (one device: these change nothing).
+_NOT_RECIPE = ("seed", "run_dir", "verbose", *EXECUTION_FIELDS, "scale_by_replicas",
+               "sync_batch_norm")
+
+
 def recipe_key(cfg: Mapping) -> str:
-    """Configs that differ only by seed / run folder / verbosity are one recipe."""
-    return json.dumps({k: v for k, v in cfg.items() if k not in ("seed", "run_dir", "verbose")},
-                      sort_keys=True)
+    """Configs that differ only by seed / run folder / verbosity / where they ran are one
+    recipe; a field missing from an older config counts as the value that run used."""
+    full = {**asdict(RunConfig()), **_BEFORE_FIELD, **cfg}
+    return json.dumps({k: v for k, v in full.items() if k not in _NOT_RECIPE},
+                      sort_keys=True, default=str)
 
 
 def _row(c: Candidate, runs: Mapping[str, dict], ds: Dataset, selected: bool) -> dict:

@@ -181,6 +181,14 @@ class StudyNotebook:
             print(f"data: {self.ds.source.get('dataset')}, splits {self.ds.split_sizes()}")
         return run_dir, model
 
+    def selection_note(self, model_run: str | os.PathLike | None, run_dir: Path) -> str:
+        """How the analysed run was chosen (:func:`selection_note`), printed."""
+        path = results_path(self.reports_dir, COMPARISON)
+        comparison = json.loads(path.read_text()) if path.is_file() else {}
+        note = selection_note(comparison, run_dir, given=bool(model_run))
+        print(f"chosen: {note}")
+        return note
+
     def write_run(self, model: str, run_dir: str | os.PathLike, metrics: Mapping,
                   rows: list[dict], extra: Mapping | None = None) -> Path:
         """The results of a training notebook (02, 03): its summary and methods rows, the
@@ -287,6 +295,30 @@ def resolve_model_run(model_run: str | os.PathLike | None, runs_dir: str | os.Pa
         tried.append(f"{c / 'best.keras'} (missing)")
     raise ModelError("no trained model found; tried " + "; ".join(tried) +
                      ". Train one (python -m fer_study train ...) or pass model_run.")
+
+
+def selection_note(comparison: Mapping, run_dir: str | os.PathLike, given: bool = False) -> str:
+    """Why notebooks 05-07 analyse `run_dir`, for their readers: the leaderboard's best single
+    network on PublicTest (notebook 04), and, when the leaderboard selected an ensemble, that
+    this network is its strongest member standing in for it (an ensemble has no one Grad-CAM
+    map, temperature or TFLite file)."""
+    if given:
+        return "given as the model_run parameter (not this study's PublicTest selection)"
+    best = comparison.get("best_run_dir")
+    if not best or project_path(best) != project_path(run_dir):
+        return "no PublicTest selection (notebook 04 has no results): the fallback baseline run"
+    sel = comparison.get("selection_split", "PublicTest")
+    note = (f"the best single network on {sel} (notebook 04's leaderboard): "
+            f"`{comparison.get('best_model')}`, {sel} accuracy "
+            f"{comparison.get('best_selection_accuracy', float('nan')):.4f} without TTA")
+    board = comparison.get("leaderboard") or {}
+    members = board.get("selected_runs") or []
+    if len(members) > 1:
+        note += (f". The leaderboard's selected model is the ensemble `{board.get('selected')}` "
+                 f"({' + '.join(members)}, TTA {board.get('selected_tta')}); an ensemble has "
+                 "no one Grad-CAM map, temperature or TFLite file, so its best member stands "
+                 "in for it here")
+    return note
 
 
 def run_info(run_dir: str | os.PathLike) -> dict:

@@ -323,7 +323,7 @@ def _results_section(res: dict | None, results: dict[str, dict]) -> list[str]:
                 "checkpoint on disk (it includes the optimizer state of the trainable weights; "
                 "deployable TFLite sizes are in the optimisation section when it was run).", ""]
     if res.get("best_model"):
-        out += [f"**Best model on {sel}: `{res['best_model']}`** ({sel} accuracy "
+        out += [f"**Best single network on {sel}: `{res['best_model']}`** ({sel} accuracy "
                 f"{fmt(res.get('best_selection_accuracy'))}; its {rep} accuracy, measured "
                 f"once: {fmt(res.get('best_report_accuracy'))}). Run folder: "
                 f"`{res.get('best_run_dir')}`.", ""]

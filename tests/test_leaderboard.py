@@ -89,6 +89,18 @@ def test_recipe_ignores_seed_and_folder_only():
     a = RunConfig(seed=0, run_dir="a").to_json()
     assert recipe_key(a) == recipe_key({**a, "seed": 3, "run_dir": "b"})
     assert recipe_key(a) != recipe_key({**a, "lr": 0.5})
+    assert recipe_key(a) == recipe_key({**a, "distribution": "auto", "mlflow": "mlruns"})
+
+
+def test_a_config_written_before_a_field_existed_is_the_same_recipe():
+    """Seed 0 of the headline recipe was trained before `precision`, `teacher`, ... existed:
+    its config.json lacks them, and it is still one recipe with the later seeds."""
+    new = RunConfig(seed=1, precision="float32").to_json()
+    old = {k: v for k, v in new.items() if k not in (
+        "precision", "teacher", "teacher_weight", "drop_nonfaces", "distribution")}
+    assert recipe_key({**old, "seed": 0}) == recipe_key(new)
+    # before the option existed training was float32, not the 'auto' of today's default
+    assert recipe_key(old) != recipe_key(RunConfig(precision="mixed_bfloat16").to_json())
 
 
 def test_reproduce_command_round_trips_nondefault_fields():

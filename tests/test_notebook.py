@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from fer_study.errors import ConfigError, ModelError
-from fer_study.notebook import fer_package_reference, open_notebook, resolve_model_run
+from fer_study.notebook import (
+    fer_package_reference,
+    open_notebook,
+    resolve_model_run,
+    selection_note,
+)
 from fer_study.results import SYNTHETIC_BANNER
 
 SIZES = {"Training": 14, "PublicTest": 7, "PrivateTest": 7}
@@ -70,6 +75,24 @@ def test_resolve_model_run(tmp_path, monkeypatch):
     assert resolve_model_run(runs / "baseline_cnn", runs, reports) == runs / "baseline_cnn"
     with pytest.raises(ModelError, match="nope"):
         resolve_model_run(tmp_path / "nope", runs, reports)
+
+
+def test_selection_note_says_when_a_member_stands_in_for_a_selected_ensemble(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    comp = {"best_run_dir": "runs/w32_s2", "best_model": "w32_s2",
+            "best_selection_accuracy": 0.6796,
+            "leaderboard": {"selected": "greedy_tencrop", "selected_tta": "tencrop",
+                            "selected_runs": ["w32_s2", "w32_s0"]}}
+    note = selection_note(comp, "runs/w32_s2")
+    assert note.startswith("the best single network on PublicTest")
+    assert "0.6796 without TTA" in note
+    assert "ensemble `greedy_tencrop` (w32_s2 + w32_s0, TTA tencrop)" in note
+    assert "stands in for it" in note
+    alone = {**comp, "leaderboard": {"selected": "w32_s2", "selected_runs": ["w32_s2"]}}
+    assert "ensemble" not in selection_note(alone, "runs/w32_s2")
+    assert selection_note(comp, "runs/baseline_cnn").startswith("no PublicTest selection")
+    assert selection_note(comp, "runs/w32_s2", given=True).startswith("given as the model_run")
 
 
 def test_fer_bar_is_read_from_the_benchmark_never_typed_in(tmp_path):

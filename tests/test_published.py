@@ -66,6 +66,35 @@ def test_table_reads_our_figures_from_the_results_files():
         d["why the gap"]
 
 
+def test_a_single_network_figure_is_set_beside_our_best_single_network_not_an_ensemble():
+    ens_row = {"model": "greedy (selected)", "TTA": "tencrop", "runs": 2,
+               "PrivateTest acc": 0.7077, "PublicTest acc": 0.6896, "params": 2484302,
+               "epochs": "60 + 60", "train time (min)": 183.2, "hardware": "CPU x2"}
+    board = {**BOARD, "selected": "greedy", "selected_runs": ["w32", "w32b"],
+             "selected_privatetest_accuracy": 0.7077, "selected_publictest_accuracy": 0.6896,
+             "summary_table": [{**BOARD["summary_table"][0], "model": "w32"}, ens_row],
+             "best_single": {"run": "w32", "tta": "tencrop"},
+             "ensembles": {"greedy": ["w32", "w32b"]}}
+    single = {**ENTRIES[0], "ours": "best_single"}
+    rows = published_table({"best_models": board}, [single, ENTRIES[0], ENTRIES[2]],
+                           shipped={})
+    assert rows[0]["our PrivateTest acc"] == 0.7055
+    assert "`w32` (tencrop), best single network on PublicTest" in rows[0]["ours"]
+    assert "where ours is 0.6801" in rows[0]["why the gap"]
+    assert "mean over seeds (w32, w32b)" in rows[0]["why the gap"]
+    assert rows[1]["our PrivateTest acc"] == 0.7077  # "selected" is the ensemble
+    assert rows[2]["our PrivateTest acc"] == 0.7077 and "60 + 60 epochs" in rows[2]["why the gap"]
+    # when the selected model is itself one network, it is the best single one
+    alone = published_table({"best_models": BOARD}, [single], shipped={})[0]
+    assert alone["our PrivateTest acc"] == 0.7055 and "selected" in alone["ours"]
+
+
+def test_published_single_networks_are_compared_with_our_best_single_network():
+    single = {e["id"]: e["ours"] for e in load_published()}
+    assert single["pramerdorfer2016_single"] == single["khaireddin2021"] == "best_single"
+    assert single["pramerdorfer2016_ensemble"] == "ensemble"
+
+
 def test_missing_results_files_give_not_run_rows_never_numbers():
     rows = published_table({}, ENTRIES, shipped={})
     assert [r["our PrivateTest acc"] for r in rows] == [

@@ -121,7 +121,7 @@ def test_tables_match_the_json(tmp_path):
     splits = parse_md_table(md, "**Images per split and class**")
     assert splits[0]["Disgust"] == "1" and splits[0]["total"] == "61"
     # the best model, selected on PublicTest, with its PrivateTest number from the JSON
-    assert "Best model on PublicTest: `efficientnet_lite0`" in md
+    assert "Best single network on PublicTest: `efficientnet_lite0`" in md
     assert "0.5998" in md and "runs/demo/efficientnet_lite0" in md
 
 
