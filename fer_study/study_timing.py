@@ -29,10 +29,11 @@ from typing import Any
 from fer_study.errors import ConfigError, FerStudyError
 from fer_study.fingerprint import data_identity
 from fer_study.precision import cpu_flags
-from fer_study.provenance import cpu_model, stamp, write_json
+from fer_study.provenance import cpu_model, portable, stamp, write_json
 from fer_study.results import project_path
 
-__all__ = ["add_time_study_subcommand", "time_study", "timing_line", "timing_record"]
+__all__ = ["add_time_study_subcommand", "time_study", "timing_command", "timing_line",
+           "timing_record"]
 
 # Other processes may use this share of the machine's CPU time during the run and it still
 # counts as measured on idle cores (system daemons, the sampling itself).
@@ -53,6 +54,17 @@ def user_command(profile: str, data: str | None, ferplus: str | None) -> list[st
     if ferplus:
         cmd.append(f"FERPLUS=data/{Path(ferplus).name}")
     return [*cmd, "ARGS=--force"]
+
+
+def timing_command(profile: str, data: str | None, ferplus: str | None) -> str:
+    """The time-study command line itself, with the data as the user passed it."""
+    import shlex
+
+    args = ["python", "-m", "fer_study", "time-study", "--profile", profile]
+    for flag, value in (("--data", data), ("--ferplus", ferplus)):
+        if value:
+            args += [flag, str(value)]
+    return shlex.join(args)
 
 
 def _busy_cpu_seconds() -> float:
@@ -88,7 +100,7 @@ def data_record(data: str | None, ferplus: str | None) -> dict:
 def timing_record(profile: str, command: Sequence[str], commit: str, wall_s: float,
                   returncode: int, manifest: dict | None, other_cpu_s: float | None,
                   study_cpu_s: float | None, load_before: Sequence[float] | None,
-                  host: dict | None = None) -> dict:
+                  host: dict | None = None, timed_by: str | None = None) -> dict:
     """The results JSON of one timed study (see the module doc)."""
     stages = [{"stage": name, "seconds": e.get("seconds"), "status": e.get("status"),
                "result": e.get("result_status")}
@@ -102,8 +114,8 @@ def timing_record(profile: str, command: Sequence[str], commit: str, wall_s: flo
     return {
         "title": f"Time of the {profile} profile from a fresh clone",
         "status": "ok" if returncode == 0 else "failed",
-        "profile": profile, "command": f"python -m fer_study time-study --profile {profile} "
-        "(a fresh clone of the commit, then: " + cmd + ")",
+        "profile": profile,
+        "command": timed_by or f"python -m fer_study time-study --profile {profile}",
         "user_command": cmd, "commit": commit,
         "wall_seconds": round(wall_s, 1), "wall_minutes": round(wall_s / 60, 1),
         "stage_seconds": round(stage_s, 1),
@@ -168,7 +180,8 @@ def time_study(profile: str, data: str | None = None, ferplus: str | None = None
                             if p.stat().st_mtime >= started), key=lambda p: p.stat().st_mtime)
         manifest = json.loads(manifests[-1].read_text()) if manifests else None
         res = timing_record(profile, cmd, commit, wall, proc.returncode, manifest, other,
-                            study, load)
+                            study, load, timed_by=portable(timing_command(profile, data,
+                                                                           ferplus)))
     finally:
         if keep:
             echo(f"kept the clone: {clone}")
@@ -192,7 +205,8 @@ def timing_line(res: Mapping) -> str:
     host = res.get("machine") or {}
     idle = {True: "otherwise idle", False: "not idle", None: "idleness not measured"}[
         res.get("idle")]
-    line = (f"**Time of the `{res.get('profile')}` profile** (`{res.get('command')}`): "
+    line = (f"**Time of the `{res.get('profile')}` profile** (`{res.get('command')}`, which "
+            f"clones the commit and runs the README's command there): "
             f"`{res.get('user_command')}` took **{res.get('wall_minutes')} min** from a fresh "
             f"clone of {str(res.get('commit'))[:12]} on {host.get('logical_cores')} cores of "
             f"{host.get('cpu')} ({idle}: other processes used "

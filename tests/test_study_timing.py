@@ -8,7 +8,13 @@ import sys
 import pytest
 
 from fer_study.errors import ConfigError
-from fer_study.study_timing import time_study, timing_line, timing_record, user_command
+from fer_study.study_timing import (
+    time_study,
+    timing_command,
+    timing_line,
+    timing_record,
+    user_command,
+)
 
 HOST = {"cpu": "Test CPU", "logical_cores": 2}
 MANIFEST = {"stages": {
@@ -34,6 +40,15 @@ def test_the_record_splits_wall_time_into_stages_and_setup_and_checks_idleness()
     assert "took **16.7 min**" in line and "otherwise idle" in line
     assert "`03_transfer_learning__vgg16`" in line and "failed" not in line
 
+    cmd = timing_command("cpu", "data/fer2013.csv", "my data/fer2013new.csv")
+    assert cmd == ("python -m fer_study time-study --profile cpu --data data/fer2013.csv "
+                   "--ferplus 'my data/fer2013new.csv'")
+    assert timing_command("demo", None, None) == "python -m fer_study time-study --profile demo"
+    timed = timing_record("cpu", ["make", "study"], "abc", 1000.0, 0, MANIFEST, 0.0, 1.0,
+                          None, host=HOST, timed_by=cmd)
+    assert timed["command"] == cmd and f"(`{cmd}`, which clones the commit" in \
+        timing_line(timed)
+
     busy = timing_record("cpu", ["make", "study"], "abc", 1000.0, 2, MANIFEST, 400.0, 1.0,
                          None, host=HOST)
     assert busy["idle"] is False and busy["status"] == "failed"
@@ -58,6 +73,7 @@ def test_time_study_runs_the_command_in_a_fresh_clone_with_the_data(tmp_path):
     assert res["data"]["name"] == "fer2013.csv" and len(res["data"]["sha256"]) == 64
     assert res["machine"]["logical_cores"] >= 1 and 0.0 <= res["other_processes_share"]
     assert json.loads(out.read_text())["commit"] == res["commit"]
+    assert res["command"] == f"python -m fer_study time-study --profile cpu --data {data}"
     assert not list(tmp_path.glob("fer-study-timing-*")), "the clone is removed"
     assert any(line.startswith("ok: ") for line in lines)
 
