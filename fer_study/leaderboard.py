@@ -36,7 +36,7 @@ from fer_study.report import split_names
 from fer_study.run_config import EXECUTION_FIELDS, RunConfig
 from fer_study.runs import runs_command
 from fer_study.stats import METRICS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
-from fer_study.train import reproduce_command
+from fer_study.train import PRECISION_BEFORE_OPTION, reproduce_command
 
 SELECT, REPORT = "PublicTest", "PrivateTest"
 TITLE = "Best models (accuracy push)"
@@ -63,19 +63,18 @@ def _load_run(run_dir: Path) -> dict:
     return {"dir": run_dir, "name": run_dir.name, "config": cfg, "metrics": met}
 
 
-# What a field that a run's config.json lacks meant when that run was made: the field did
-# not exist yet. Training was float32 before the precision option; every other field's
-# default reproduces the behaviour from before it was added.
-_BEFORE_FIELD = {"precision": "float32"}
 # Where and how a run executed, not what it computed (one device: these change nothing).
 _NOT_RECIPE = ("seed", "run_dir", "verbose", *EXECUTION_FIELDS, "scale_by_replicas",
                "sync_batch_norm")
 
 
-def recipe_key(cfg: Mapping) -> str:
+def recipe_key(cfg: Mapping, precision: str | None = None) -> str:
     """Configs that differ only by seed / run folder / verbosity / where they ran are one
-    recipe; a field missing from an older config counts as the value that run used."""
-    full = {**asdict(RunConfig()), **_BEFORE_FIELD, **cfg}
+    recipe. A field missing from an older config counts as its default, which reproduces the
+    behaviour from before the field existed; `precision` is what the run trained in (its
+    metrics), since "auto" leaves that to the machine and older runs recorded none."""
+    ran = precision or cfg.get("precision", PRECISION_BEFORE_OPTION)
+    full = {**asdict(RunConfig()), **cfg, "precision": ran}
     return json.dumps({k: v for k, v in full.items() if k not in _NOT_RECIPE},
                       sort_keys=True, default=str)
 
@@ -243,7 +242,7 @@ def build_leaderboard(run_dirs: Sequence[str | Path], data: str | Dataset,
     seeds = []
     groups: dict[str, list[str]] = {}
     for n, r in runs.items():
-        groups.setdefault(recipe_key(r["config"]), []).append(n)
+        groups.setdefault(recipe_key(r["config"], r["metrics"].get("precision")), []).append(n)
     for members in groups.values():
         if len(members) < 2:
             continue

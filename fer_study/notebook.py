@@ -183,9 +183,7 @@ class StudyNotebook:
 
     def selection_note(self, model_run: str | os.PathLike | None, run_dir: Path) -> str:
         """How the analysed run was chosen (:func:`selection_note`), printed."""
-        path = results_path(self.reports_dir, COMPARISON)
-        comparison = json.loads(path.read_text()) if path.is_file() else {}
-        note = selection_note(comparison, run_dir, given=bool(model_run))
+        note = selection_note(self.read(COMPARISON) or {}, run_dir, given=bool(model_run))
         print(f"chosen: {note}")
         return note
 

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -58,8 +59,6 @@ def user_command(profile: str, data: str | None, ferplus: str | None) -> list[st
 
 def timing_command(profile: str, data: str | None, ferplus: str | None) -> str:
     """The time-study command line itself, with the data as the user passed it."""
-    import shlex
-
     args = ["python", "-m", "fer_study", "time-study", "--profile", profile]
     for flag, value in (("--data", data), ("--ferplus", ferplus)):
         if value:

@@ -49,6 +49,10 @@ from fer_study.run_config import (  # noqa: F401  re-exported: the config lives 
 from fer_study.tracking import log_finished_run, open_run
 
 TRAIN_EVAL_SAMPLE = 5000  # train accuracy is measured on a fixed sample to keep runs cheap
+# A run made before the precision option existed trained in float32 and recorded no
+# precision (its config.json, state.json and metrics.json lack the field).
+PRECISION_BEFORE_OPTION = "float32"
+
 
 @dataclass
 class RunResult:
@@ -368,7 +372,7 @@ def _final_metrics(model: keras.Model, cfg: RunConfig, ds: Dataset, train_ds: Da
         "protocol": {"fit": "Training", "select": val_ds.usage[0],
                      "report": test_ds.usage[0] if test_ds is not None else None,
                      "selection_metric": "accuracy (best epoch checkpoint)"},
-        "precision": state.get("precision", "float32"),
+        "precision": state.get("precision", PRECISION_BEFORE_OPTION),
         "distribution": state.get("distribution"),
         "teacher": teacher_summary(cfg.teacher, cfg.teacher_weight, cfg.teacher_temperature)
         if cfg.teacher else None,

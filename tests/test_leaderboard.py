@@ -101,6 +101,10 @@ def test_a_config_written_before_a_field_existed_is_the_same_recipe():
     assert recipe_key({**old, "seed": 0}) == recipe_key(new)
     # before the option existed training was float32, not the 'auto' of today's default
     assert recipe_key(old) != recipe_key(RunConfig(precision="mixed_bfloat16").to_json())
+    # "auto" is keyed by what the run trained in (its metrics), which the machine decided
+    auto = RunConfig(seed=2, precision="auto").to_json()
+    assert recipe_key(auto, "float32") == recipe_key(new)
+    assert recipe_key(auto, "mixed_bfloat16") != recipe_key(auto, "float32")
 
 
 def test_reproduce_command_round_trips_nondefault_fields():
